@@ -1,0 +1,135 @@
+"""Checks of a run config that fail before any work, with messages that name field, value and what is allowed.
+
+The library reads configs by attribute (``cfg.train.batch_size``) and ``.get``; an OmegaConf
+``DictConfig`` composed by Hydra or built with ``OmegaConf.create`` both work.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hat.alignment import DIRECTIONS
+from hat.data.build import check_dataset_root
+from hat.engine.runtime import DEVICES, PRECISIONS
+from hat.losses import LOSSES
+from hat.metrics import METRIC_KEYS
+from hat.models.levels import IMAGE_FAMILIES, check_levels, default_image_levels
+
+LOWER_IS_BETTER = ("i2t_medr", "i2t_meanr", "t2i_medr", "t2i_meanr")
+
+
+def to_plain(node):
+    """A config node as plain Python containers (lists and dicts), resolving interpolations."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+
+
+class ConfigError(ValueError):
+    """A config value that cannot work; the message names the field, the value and what is allowed."""
+
+
+def validate_train_config(cfg) -> None:
+    """Every check a training run needs before it builds anything."""
+    try:
+        validate_model_config(cfg)
+        _check_loss(cfg.loss)
+        _check_train(cfg)
+        _check_hardware(cfg.hardware)
+        _check_resume(cfg.get("resume"))
+        check_dataset_root(cfg.dataset)
+    except (ValueError, FileNotFoundError) as error:
+        raise ConfigError(str(error)) from error
+
+
+def validate_model_config(cfg) -> None:
+    """Checks of ``encoder`` and ``alignment``: levels within the encoders' depths, and settings."""
+    text, image, align = cfg.encoder.text, cfg.encoder.image, cfg.alignment
+    if image.family not in IMAGE_FAMILIES:
+        raise ConfigError(f"encoder.image.family={image.family!r} is not one of {IMAGE_FAMILIES}")
+    if cfg.encoder.pretrained and not text.get("name"):
+        raise ConfigError(
+            f"encoder.pretrained=true but encoder.text.name is null (encoder={cfg.encoder.name}): "
+            f"these encoders exist only with random weights; set encoder.pretrained=false"
+        )
+    check_levels("alignment.levels", list(align.levels), text.num_layers, f"{text.num_layers} layers of the text encoder")
+    image_levels = align.get("image_levels")
+    if image_levels is None:
+        image_levels = default_image_levels(list(align.levels), image.family, image.depth, text.num_layers)
+    else:
+        check_levels("alignment.image_levels", list(image_levels), image.depth, f"{image.depth} taps of the image encoder")
+        if len(image_levels) != len(align.levels):
+            raise ConfigError(
+                f"alignment.image_levels={list(image_levels)} has {len(image_levels)} levels but "
+                f"alignment.levels={list(align.levels)} has {len(align.levels)}; they must pair one to one"
+            )
+    if align.direction not in DIRECTIONS:
+        raise ConfigError(f"alignment.direction={align.direction!r} is not one of {DIRECTIONS}")
+    if not align.smooth > 0:
+        raise ConfigError(f"alignment.smooth={align.smooth} must be > 0 (HAT uses 9.0)")
+    if not align.block_elements >= 1:
+        raise ConfigError(f"alignment.block_elements={align.block_elements} must be >= 1")
+
+
+def _check_loss(cfg) -> None:
+    if cfg.name not in LOSSES:
+        raise ConfigError(f"loss.name={cfg.name!r} is not one of {LOSSES}")
+    if cfg.name.startswith("hinge") and not cfg.margin >= 0:
+        raise ConfigError(f"loss.margin={cfg.margin} must be >= 0 (HAT uses 0.2)")
+    if cfg.name == "infonce" and not cfg.temperature > 0:
+        raise ConfigError(f"loss.temperature={cfg.temperature} must be > 0")
+
+
+def _check_train(cfg) -> None:
+    train = cfg.train
+    if not train.batch_size >= 2:
+        raise ConfigError(f"train.batch_size={train.batch_size} must be >= 2: the loss needs negatives in the batch")
+    if not train.epochs >= 1:
+        raise ConfigError(f"train.epochs={train.epochs} must be >= 1")
+    if train.max_steps is not None and not train.max_steps >= 1:
+        raise ConfigError(f"train.max_steps={train.max_steps} must be >= 1 or null")
+    if not train.freeze_epochs >= 0:
+        raise ConfigError(f"train.freeze_epochs={train.freeze_epochs} must be >= 0")
+    if not cfg.optim.lr > 0:
+        raise ConfigError(f"optim.lr={cfg.optim.lr} must be > 0")
+    monitor_terms(train.monitor, len(cfg.alignment.levels))
+
+
+def monitor_terms(monitor: str, num_levels: int) -> tuple[list[str], bool]:
+    """Parse ``train.monitor`` ("val/i2t_r1+val/t2i_r1"): (metric names summed, higher is better)."""
+    names = [term.strip() for term in str(monitor).split("+")]
+    allowed = f"'+'-separated names val/METRIC or val/levelK/METRIC with METRIC in {METRIC_KEYS}"
+    directions = set()
+    for name in names:
+        parts = name.split("/")
+        level_ok = len(parts) == 2 or (
+            len(parts) == 3 and parts[1].startswith("level") and parts[1][5:].isdigit()
+            and 1 <= int(parts[1][5:]) <= num_levels
+        )
+        if parts[0] != "val" or not level_ok or parts[-1] not in METRIC_KEYS:
+            raise ConfigError(f"train.monitor={monitor!r}: {name!r} is not a validation metric; expected {allowed}")
+        directions.add(parts[-1] not in LOWER_IS_BETTER)
+    if len(directions) != 1:
+        raise ConfigError(f"train.monitor={monitor!r} mixes recalls (higher is better) with ranks (lower is better)")
+    return names, directions.pop()
+
+
+def _check_hardware(cfg) -> None:
+    if cfg.device not in DEVICES:
+        raise ConfigError(f"hardware.device={cfg.device!r} is not one of {DEVICES}")
+    if cfg.precision not in PRECISIONS:
+        raise ConfigError(f"hardware.precision={cfg.precision!r} is not one of {PRECISIONS}")
+    if cfg.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError("hardware.device=cuda but no CUDA GPU is available; use hardware=auto or hardware=cpu")
+    if not cfg.num_workers >= 0:
+        raise ConfigError(f"hardware.num_workers={cfg.num_workers} must be >= 0")
+
+
+def _check_resume(resume) -> None:
+    if resume in (None, "auto"):
+        return
+    if not Path(str(resume)).is_file():
+        raise ConfigError(f"resume={resume}: no such checkpoint file (expected auto, null, or a path to a .pt file)")

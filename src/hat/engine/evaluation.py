@@ -1,0 +1,104 @@
+"""Encode a split once and score every image against every caption, per level and fused (DESIGN.md §3)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch.utils.data import DataLoader
+
+from hat.data.datasets import CaptionCollator, ImageDataset
+from hat.data.records import CaptionedImages
+from hat.data.transforms import eval_transform
+from hat.engine.runtime import Runtime
+from hat.metrics import prefixed, retrieval_recall
+from hat.models.hat import HATModel
+
+
+@dataclass
+class EncodedSplit:
+    """Projected features of a split, in half precision.
+
+    ``images``: one ``(N, R_k, D)`` tensor per level (each image encoded once);
+    ``captions``: one ``(K * N, W, D)`` tensor per level; ``lengths``: ``(K * N,)``.
+    """
+
+    images: list[torch.Tensor]
+    captions: list[torch.Tensor]
+    lengths: torch.Tensor
+
+
+@torch.no_grad()
+def encode_split(
+    model: HATModel,
+    split: CaptionedImages,
+    collator: CaptionCollator,
+    image_size: int,
+    runtime: Runtime,
+    batch_size: int,
+) -> EncodedSplit:
+    """Run both encoders over a split: each unique image once, each caption once."""
+    model.eval()
+    loader = DataLoader(
+        ImageDataset(split, eval_transform(image_size)),
+        batch_size=batch_size,
+        num_workers=runtime.num_workers,
+        pin_memory=runtime.pin_memory,
+    )
+    image_chunks: list[list[torch.Tensor]] = [[] for _ in range(model.num_levels)]
+    for pixels, _ in loader:
+        with runtime.autocast():
+            levels = model.encode_images(pixels.to(runtime.device, non_blocking=True))
+        for chunks, level in zip(image_chunks, levels):
+            chunks.append(level.half())
+
+    captions = split.captions()
+    tokens = collator.tokenize(captions)  # padded to the longest caption of the split
+    caption_chunks: list[list[torch.Tensor]] = [[] for _ in range(model.num_levels)]
+    for start in range(0, len(captions), batch_size):
+        ids = tokens["input_ids"][start : start + batch_size].to(runtime.device)
+        mask = tokens["attention_mask"][start : start + batch_size].to(runtime.device)
+        with runtime.autocast():
+            levels, _ = model.encode_captions(ids, mask)
+        for chunks, level in zip(caption_chunks, levels):
+            chunks.append(level.half())
+    return EncodedSplit(
+        images=[torch.cat(chunks) for chunks in image_chunks],
+        captions=[torch.cat(chunks) for chunks in caption_chunks],
+        lengths=tokens["attention_mask"].sum(dim=1).to(runtime.device),
+    )
+
+
+@torch.no_grad()
+def level_similarities(model: HATModel, encoded: EncodedSplit, runtime: Runtime) -> list[torch.Tensor]:
+    """One ``(N, K * N)`` float32 score matrix per level. On the CPU, half features are scored in float32."""
+    sims = []
+    for images, captions in zip(encoded.images, encoded.captions):
+        if runtime.device.type == "cpu":
+            images, captions = images.float(), captions.float()
+        with runtime.autocast():
+            sims.append(model.level_similarities([images], [captions], encoded.lengths)[0])
+    return sims
+
+
+def recall_table(sims: list[torch.Tensor], split: str, captions_per_image: int, protocol: str | None = None) -> dict[str, float]:
+    """Metrics of each level alone (``{split}/level{k}/...``) and of their sum (``{split}/...``)."""
+    metrics: dict[str, float] = {}
+    for level, level_sims in enumerate(sims, start=1):
+        metrics |= prefixed(retrieval_recall(level_sims, captions_per_image), split, protocol, level)
+    metrics |= prefixed(retrieval_recall(torch.stack(sims).sum(dim=0), captions_per_image), split, protocol)
+    return metrics
+
+
+def evaluate_split(
+    model: HATModel,
+    split: CaptionedImages,
+    collator: CaptionCollator,
+    image_size: int,
+    runtime: Runtime,
+    batch_size: int,
+    split_name: str,
+) -> dict[str, float]:
+    """Encode ``split`` and return its recall table under ``split_name``."""
+    encoded = encode_split(model, split, collator, image_size, runtime, batch_size)
+    return recall_table(level_similarities(model, encoded, runtime), split_name, split.captions_per_image)

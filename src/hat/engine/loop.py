@@ -1,0 +1,227 @@
+"""The training run: build everything from a config, train with validation every epoch, test the best.
+
+One function, :func:`train`, reads top to bottom: checks, data, model, optimisation state,
+optional resume, the epoch loop (freeze schedule, steps, validation, checkpoints), and the final
+test of the best checkpoint. What a checkpoint holds is defined in :mod:`hat.engine.checkpoint`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from itertools import chain
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from hat.config import ConfigError, monitor_terms, to_plain, validate_train_config
+from hat.data.build import build_splits
+from hat.data.datasets import CaptionCollator, EpochShuffleSampler, PairDataset
+from hat.data.transforms import train_transform
+from hat.engine.checkpoint import (
+    CHECKPOINT_FORMAT,
+    capture_rng_state,
+    load_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+)
+from hat.engine.evaluation import evaluate_split
+from hat.engine.runtime import resolve_runtime
+from hat.losses import build_loss
+from hat.models.hat import build_model
+from hat.models.text_encoder import build_tokenizer
+from hat.provenance import provenance
+from hat.results import format_table, write_results
+from hat.tracking import build_tracker
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Progress:
+    """Counters a resumed run continues from."""
+
+    epoch: int = 0  # finished epochs
+    step: int = 0  # optimizer steps
+    best_metric: float | None = None
+    best_epoch: int | None = None
+
+
+def train(cfg, run_dir: Path) -> dict[str, float]:
+    """Train as ``cfg`` says, writing checkpoints, ``metrics.jsonl`` and ``results.json`` to ``run_dir``.
+
+    Returns the test metrics of the best checkpoint (flat names, e.g. ``test/rsum``).
+    """
+    validate_train_config(cfg)
+    config = to_plain(cfg)
+    monitor_names, higher_is_better = monitor_terms(cfg.train.monitor, len(cfg.alignment.levels))
+    torch.manual_seed(cfg.seed)
+    runtime = resolve_runtime(cfg.hardware)
+    log.info("device %s, precision %s", runtime.device, runtime.precision)
+
+    splits = build_splits(cfg.dataset, cfg.seed)
+    if splits["train"].num_pairs < cfg.train.batch_size:
+        raise ConfigError(
+            f"train.batch_size={cfg.train.batch_size} exceeds the {splits['train'].num_pairs} "
+            f"training pairs of dataset={cfg.dataset.name}"
+        )
+    log.info("dataset %s: %s", cfg.dataset.name, {name: len(split) for name, split in splits.items()})
+    collator = CaptionCollator(build_tokenizer(cfg.encoder.text), cfg.encoder.text.max_length)
+    image_size = cfg.encoder.image.image_size
+    pairs = PairDataset(
+        splits["train"],
+        train_transform(image_size, cfg.dataset.train_crop_scale, cfg.dataset.train_hflip),
+        cfg.seed,
+    )
+    sampler = EpochShuffleSampler(len(pairs), cfg.seed)
+    loader = DataLoader(
+        pairs,
+        batch_size=cfg.train.batch_size,
+        sampler=sampler,
+        drop_last=True,
+        collate_fn=collator,
+        num_workers=runtime.num_workers,
+        pin_memory=runtime.pin_memory,
+        generator=torch.Generator().manual_seed(cfg.seed),
+    )
+
+    model = build_model(cfg).to(runtime.device)
+    loss_fn = build_loss(cfg.loss).to(runtime.device)
+    parameters = list(chain(model.parameters(), loss_fn.parameters()))
+    optimizer = torch.optim.Adam(parameters, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.optim.step_size, gamma=cfg.optim.gamma)
+    scaler = runtime.grad_scaler()
+    step_fn = torch.compile(model) if runtime.compile else model
+    log.info("model: %.1fM parameters", sum(p.numel() for p in model.parameters()) / 1e6)
+
+    checkpoints = run_dir / "checkpoints"
+    progress = Progress()
+    resume_path = _resume_path(cfg.get("resume"), checkpoints)
+    if resume_path is not None:
+        state = load_checkpoint(resume_path)
+        model.load_state_dict(state["model"])
+        loss_fn.load_state_dict(state["loss"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        progress = Progress(state["epoch"], state["step"], state["best_metric"], state["best_epoch"])
+        restore_rng_state(state["rng"])
+        log.info("resumed from %s at epoch %d, step %d", resume_path, progress.epoch, progress.step)
+
+    def checkpoint_state() -> dict:
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "model": model.state_dict(),
+            "loss": loss_fn.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict(),
+            "epoch": progress.epoch,
+            "step": progress.step,
+            "best_metric": progress.best_metric,
+            "best_epoch": progress.best_epoch,
+            "rng": capture_rng_state(),
+            "config": config,
+        }
+
+    tracker = build_tracker(cfg.logger, run_dir)
+    try:
+        tracker.log_config(config)
+        max_steps = cfg.train.max_steps or math.inf
+        while progress.epoch < cfg.train.epochs and progress.step < max_steps:
+            epoch = progress.epoch
+            frozen = epoch < cfg.train.freeze_epochs
+            model.set_encoders_frozen(frozen)
+            model.train()
+            pairs.set_epoch(epoch)
+            sampler.set_epoch(epoch)
+            bar = tqdm(loader, desc=f"epoch {epoch}", leave=False, mininterval=1.0, dynamic_ncols=True)
+            window_start, window_samples = time.perf_counter(), 0
+            for batch in bar:
+                images = batch["images"].to(runtime.device, non_blocking=True)
+                ids = batch["input_ids"].to(runtime.device, non_blocking=True)
+                mask = batch["attention_mask"].to(runtime.device, non_blocking=True)
+                with runtime.autocast():
+                    loss = loss_fn(step_fn(images, ids, mask))
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                if cfg.optim.grad_clip:
+                    scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_(parameters, cfg.optim.grad_clip)
+                scaler.step(optimizer)
+                scaler.update()
+                progress.step += 1
+                window_samples += images.shape[0]
+                if progress.step % cfg.train.log_every == 0:
+                    elapsed = time.perf_counter() - window_start
+                    rate = window_samples / max(elapsed, 1e-9)
+                    bar.set_postfix(loss=f"{loss.item():.3f}", samples_per_s=f"{rate:.1f}")
+                    tracker.log_metrics(
+                        {
+                            "train/loss": loss.item(),
+                            "train/lr": optimizer.param_groups[0]["lr"],
+                            "train/samples_per_s": rate,
+                            "train/epoch": epoch,
+                            "train/encoders_frozen": float(frozen),
+                        },
+                        progress.step,
+                    )
+                    window_start, window_samples = time.perf_counter(), 0
+                if progress.step >= max_steps:
+                    break
+            bar.close()
+            scheduler.step()
+            progress.epoch += 1
+
+            val = evaluate_split(
+                model, splits["val"], collator, image_size, runtime, cfg.eval.batch_size, "val"
+            )
+            value = sum(val[name] for name in monitor_names)
+            tracker.log_metrics({**val, "val/monitor": value, "train/epoch": epoch}, progress.step)
+            log.info(
+                "epoch %d step %d: val/rsum %.2f, %s %.2f", epoch, progress.step, val["val/rsum"], cfg.train.monitor, value
+            )
+            improved = progress.best_metric is None or (
+                value > progress.best_metric if higher_is_better else value < progress.best_metric
+            )
+            if improved:
+                progress.best_metric, progress.best_epoch = value, epoch
+            state = checkpoint_state()
+            if improved:
+                save_checkpoint(state, checkpoints / "best.pt")
+            save_checkpoint(state, checkpoints / "last.pt")
+
+        best_path = checkpoints / "best.pt"
+        model.load_state_dict(load_checkpoint(best_path)["model"])
+        test = evaluate_split(model, splits["test"], collator, image_size, runtime, cfg.eval.batch_size, "test")
+        tracker.log_metrics(test, progress.step)
+        tracker.log_summary({**test, "best/monitor": progress.best_metric, "best/epoch": progress.best_epoch})
+        print(f"\ntest split, best checkpoint (epoch {progress.best_epoch}):\n" + format_table(test, "test", model.num_levels))
+        write_results(
+            run_dir / "results.json",
+            test,
+            checkpoint=str(best_path),
+            best_epoch=progress.best_epoch,
+            monitor={cfg.train.monitor: progress.best_metric},
+            provenance=provenance(config),
+        )
+        return test
+    finally:
+        tracker.finish()
+
+
+def _resume_path(resume, checkpoints: Path) -> Path | None:
+    """``auto``: ``<run dir>/checkpoints/last.pt`` when it exists; a path: that file; null: none."""
+    if resume is None:
+        return None
+    if resume == "auto":
+        last = checkpoints / "last.pt"
+        if last.is_file():
+            return last
+        log.info("resume=auto: no checkpoint at %s, starting fresh", last)
+        return None
+    return Path(str(resume))

@@ -1,0 +1,57 @@
+"""Device, precision and autocast resolved from the ``hardware`` config."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass
+
+import torch
+
+log = logging.getLogger(__name__)
+
+DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Where and in which precision a run computes."""
+
+    device: torch.device
+    precision: str  # bf16 | fp16 | fp32
+    num_workers: int
+    pin_memory: bool
+    compile: bool
+
+    def autocast(self):
+        """Autocast to bf16/fp16 for this device; a no-op context for fp32."""
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=_DTYPES[self.precision])
+
+    def grad_scaler(self) -> torch.amp.GradScaler:
+        """A GradScaler, enabled only for fp16."""
+        return torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
+
+
+def resolve_runtime(cfg) -> Runtime:
+    """``device: auto`` takes the GPU when there is one; ``precision: auto`` is bf16 on GPUs that
+    support it, else fp16, and fp32 on the CPU. ``torch.compile`` is never used on the CPU."""
+    if cfg.device == "auto":
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        device = torch.device(cfg.device)
+    precision = cfg.precision
+    if precision == "auto":
+        if device.type == "cuda":
+            precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        else:
+            precision = "fp32"
+    compile_model = bool(cfg.compile)
+    if compile_model and device.type == "cpu":
+        log.warning("hardware.compile=true is ignored on the CPU")
+        compile_model = False
+    pin_memory = device.type == "cuda" if cfg.pin_memory == "auto" else bool(cfg.pin_memory)
+    return Runtime(device, precision, int(cfg.num_workers), pin_memory, compile_model)

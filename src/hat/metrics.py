@@ -1,0 +1,72 @@
+"""Recall@K and rank statistics for image-text retrieval (DESIGN.md §3), and metric names."""
+
+from __future__ import annotations
+
+import torch
+
+RECALL_KS = (1, 5, 10)
+METRIC_KEYS = (
+    "i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10",
+    "rsum", "i2t_medr", "i2t_meanr", "t2i_medr", "t2i_meanr",
+)
+
+
+def retrieval_recall(sims: torch.Tensor, captions_per_image: int = 5) -> dict[str, float]:
+    """Recall@1/5/10 both ways, their sum, and median/mean ranks.
+
+    Args:
+        sims: ``(N, K * N)`` scores of every image against every caption, where caption ``c``
+            belongs to image ``c // captions_per_image``.
+        captions_per_image: ``K``.
+
+    Returns:
+        A flat dict of floats with the keys of :data:`METRIC_KEYS`. Recalls are percentages.
+        i2t: an image is a hit at K when any of its captions ranks in its top K (a hit rate).
+        t2i: a caption is a hit at K when its image ranks in its top K. Ranks are 1-based;
+        ties count against the query (an item scoring equal to the positive ranks above it), so
+        a model that scores everything alike gets chance-level or worse recall, never 100%.
+    """
+    num_images, num_captions = sims.shape
+    if num_captions != num_images * captions_per_image:
+        raise ValueError(
+            f"sims must be (N, {captions_per_image} * N) with caption c belonging to image "
+            f"c // {captions_per_image}; got {tuple(sims.shape)}"
+        )
+    sims = sims.float()
+    owner = torch.arange(num_captions, device=sims.device) // captions_per_image
+
+    # i2t: the rank of the best-ranked of each image's own captions among the other captions.
+    captions = torch.arange(num_captions, device=sims.device)
+    is_own = owner[None, :] == torch.arange(num_images, device=sims.device)[:, None]  # (N, K * N)
+    best_own = sims.masked_fill(~is_own, -torch.inf).max(dim=1).values
+    i2t_rank = ((sims >= best_own[:, None]) & ~is_own).sum(dim=1) + 1
+
+    # t2i: the rank of each caption's image among the other images.
+    positive = sims[owner, captions]  # (K * N,)
+    t2i_rank = (sims >= positive[None, :]).sum(dim=0)  # counts the caption's own image once
+
+    metrics = {}
+    for name, ranks in (("i2t", i2t_rank), ("t2i", t2i_rank)):
+        for k in RECALL_KS:
+            metrics[f"{name}_r{k}"] = 100.0 * (ranks <= k).float().mean().item()
+    metrics["rsum"] = sum(metrics[f"{d}_r{k}"] for d in ("i2t", "t2i") for k in RECALL_KS)
+    for name, ranks in (("i2t", i2t_rank), ("t2i", t2i_rank)):
+        metrics[f"{name}_medr"] = ranks.float().median().item()
+        metrics[f"{name}_meanr"] = ranks.float().mean().item()
+    return metrics
+
+
+def metric_name(split: str, metric: str, protocol: str | None = None, level: int | None = None) -> str:
+    """``{split}[/{protocol}][/level{k}]/{metric}``, e.g. ``test/coco1k/level2/rsum``."""
+    parts = [split]
+    if protocol:
+        parts.append(protocol)
+    if level is not None:
+        parts.append(f"level{level}")
+    parts.append(metric)
+    return "/".join(parts)
+
+
+def prefixed(metrics: dict[str, float], split: str, protocol: str | None = None, level: int | None = None) -> dict[str, float]:
+    """``metrics`` with every key turned into its full name by :func:`metric_name`."""
+    return {metric_name(split, key, protocol, level): value for key, value in metrics.items()}

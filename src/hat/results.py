@@ -1,0 +1,34 @@
+"""The recall table printed at the end of a run, and ``results.json``."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from hat.metrics import metric_name
+
+COLUMNS = ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "rsum")
+
+
+def format_table(metrics: dict[str, float], split: str, num_levels: int, protocol: str | None = None) -> str:
+    """A Markdown table: one row per level alone, then the fused score."""
+    rows = [(f"level{k}", k) for k in range(1, num_levels + 1)] + [("fused", None)]
+    lines = [
+        "| " + " | ".join(("scores", *COLUMNS)) + " |",
+        "|" + "---|" * (len(COLUMNS) + 1),
+    ]
+    for label, level in rows:
+        values = [metrics[metric_name(split, key, protocol, level)] for key in COLUMNS]
+        lines.append("| " + " | ".join([label, *(f"{v:.2f}" for v in values)]) + " |")
+    return "\n".join(lines)
+
+
+def write_results(path: Path, metrics: dict[str, float], **extra) -> None:
+    """Write ``{"metrics": {flat names: values}, **extra}`` as JSON, atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        json.dump({"metrics": metrics, **extra}, handle, indent=2, default=str)
+    os.replace(tmp, path)
