@@ -50,7 +50,7 @@ def scan_similarity(
             the working memory independently of ``I`` and ``C``.
 
     Returns:
-        ``(I, C)`` float32 scores. Differentiable with respect to ``images`` and ``captions``.
+        ``(I, C)`` float32 scores (float64 for float64 inputs). Differentiable with respect to ``images`` and ``captions``.
         Under autocast the products run in the autocast dtype; normalisation, softmax and
         cosine run in float32 with padding masked first.
     """
@@ -133,9 +133,14 @@ def _block_sizes(num_images: int, num_captions: int, pair_elements: int, budget:
     return image_block, caption_block
 
 
+def _wide(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in float32, or float64 when it already is (half inputs are widened, float64 kept)."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
 def _scores(images: torch.Tensor, captions: torch.Tensor) -> torch.Tensor:
-    """Dot products of every region with every word: ``(Ib, Cb, R, W)`` in float32."""
-    return torch.einsum("ird,cwd->icrw", images, captions).float()
+    """Dot products of every region with every word: ``(Ib, Cb, R, W)``, at least float32."""
+    return _wide(torch.einsum("ird,cwd->icrw", images, captions))
 
 
 def _i2t_block(images: torch.Tensor, captions: torch.Tensor, valid: torch.Tensor, smooth: float) -> torch.Tensor:
@@ -146,9 +151,9 @@ def _i2t_block(images: torch.Tensor, captions: torch.Tensor, valid: torch.Tensor
     attn = attn / (attn.norm(dim=2, keepdim=True) + NORM_EPS)  # over regions, per word
     weights = torch.softmax((attn * smooth).masked_fill(~word_mask, -math.inf), dim=3)  # over words
     numerator = (weights * scores).sum(dim=3)  # V_r . c_r, (Ib, Cb, R)
-    gram = torch.einsum("cwd,cvd->cwv", captions, captions).float()  # (Cb, W, W)
+    gram = _wide(torch.einsum("cwd,cvd->cwv", captions, captions))  # (Cb, W, W)
     context_sq = (torch.einsum("icrw,cwv->icrv", weights, gram) * weights).sum(dim=3)
-    image_norm = images.float().norm(dim=2)[:, None, :]  # (Ib, 1, R)
+    image_norm = _wide(images).norm(dim=2)[:, None, :]  # (Ib, 1, R)
     denominator = (image_norm * context_sq.clamp_min(0.0).sqrt()).clamp_min(NORM_EPS)
     return (numerator / denominator).mean(dim=2)
 
@@ -160,9 +165,9 @@ def _t2i_block(images: torch.Tensor, captions: torch.Tensor, valid: torch.Tensor
     attn = F.leaky_relu(scores, LEAKY_SLOPE).masked_fill(~word_mask, 0.0)
     attn = attn / (attn.norm(dim=3, keepdim=True) + NORM_EPS)  # over words, per region
     weights = torch.softmax(attn * smooth, dim=2)  # over regions, per word
-    context = torch.einsum("icrw,ird->icwd", weights.to(images.dtype), images).float()  # (Ib, Cb, W, d)
+    context = _wide(torch.einsum("icrw,ird->icwd", weights.to(images.dtype), images))  # (Ib, Cb, W, d)
     numerator = (weights * scores).sum(dim=2)  # T_w . c_w, (Ib, Cb, W)
-    word_norm = captions.float().norm(dim=2)[None]  # (1, Cb, W)
+    word_norm = _wide(captions).norm(dim=2)[None]  # (1, Cb, W)
     denominator = (word_norm * context.norm(dim=3)).clamp_min(NORM_EPS)
     cosine = (numerator / denominator).masked_fill(~valid[None], 0.0)
     return cosine.sum(dim=2) / valid.sum(dim=1)[None].to(cosine.dtype)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 RECALL_KS = (1, 5, 10)
@@ -22,7 +24,8 @@ def retrieval_recall(sims: torch.Tensor, captions_per_image: int = 5) -> dict[st
     Returns:
         A flat dict of floats with the keys of :data:`METRIC_KEYS`. Recalls are percentages.
         i2t: an image is a hit at K when any of its captions ranks in its top K (a hit rate).
-        t2i: a caption is a hit at K when its image ranks in its top K. Ranks are 1-based;
+        t2i: a caption is a hit at K when its image ranks in its top K. Ranks are 1-based; the median
+        follows SCAN/VSE++ (``floor(median of 0-based ranks) + 1``);
         ties count against the query (an item scoring equal to the positive ranks above it), so
         a model that scores everything alike gets chance-level or worse recall, never 100%.
     """
@@ -51,8 +54,9 @@ def retrieval_recall(sims: torch.Tensor, captions_per_image: int = 5) -> dict[st
             metrics[f"{name}_r{k}"] = 100.0 * (ranks <= k).float().mean().item()
     metrics["rsum"] = sum(metrics[f"{d}_r{k}"] for d in ("i2t", "t2i") for k in RECALL_KS)
     for name, ranks in (("i2t", i2t_rank), ("t2i", t2i_rank)):
-        metrics[f"{name}_medr"] = ranks.float().median().item()
-        metrics[f"{name}_meanr"] = ranks.float().mean().item()
+        # SCAN/VSE++ convention: floor of the median 0-based rank (averaging the middle two), + 1.
+        metrics[f"{name}_medr"] = math.floor(torch.quantile((ranks - 1).double(), 0.5).item()) + 1.0
+        metrics[f"{name}_meanr"] = ranks.double().mean().item()
     return metrics
 
 

@@ -90,6 +90,9 @@ def train(cfg, run_dir: Path) -> dict[str, float]:
     )
 
     model = build_model(cfg).to(runtime.device)
+    # The checkpoint records the text architecture actually built, so evaluate.py can rebuild
+    # the model offline (encoder.pretrained=false) whatever hub name or directory it came from.
+    config["encoder"]["text"]["config"] = model.text_encoder.model.config.to_diff_dict()
     loss_fn = build_loss(cfg.loss).to(runtime.device)
     parameters = list(chain(model.parameters(), loss_fn.parameters()))
     optimizer = torch.optim.Adam(parameters, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)

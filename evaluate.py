@@ -1,0 +1,31 @@
+"""Evaluate a checkpoint: ``python evaluate.py checkpoint=runs/.../checkpoints/best.pt`` (see conf/evaluate.yaml)."""
+
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from hat.config import ConfigError
+from hat.engine.evaluate_checkpoint import evaluate_checkpoint
+
+
+@hydra.main(config_path="conf", config_name="evaluate", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    try:
+        evaluate_checkpoint(
+            Path(cfg.checkpoint),
+            Path(HydraConfig.get().runtime.output_dir),
+            cfg.hardware,
+            split=cfg.split,
+            dataset=cfg.get("dataset"),
+            batch_size=cfg.eval.batch_size,
+        )
+    except (ConfigError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

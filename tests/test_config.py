@@ -1,0 +1,126 @@
+"""The config tree composes for every group option, and bad values fail before any work with clear messages."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import CONF, ROOT, compose_config
+from hat.config import ConfigError, monitor_terms, validate_model_config, validate_train_config
+from hat.models.hat import resolve_taps
+
+GROUPS = ("encoder", "alignment", "loss", "dataset", "hardware", "optim", "logger", "experiment")
+
+
+def group_options():
+    for group in GROUPS:
+        for path in sorted((CONF / group).glob("*.yaml")):
+            yield group, path.stem
+
+
+@pytest.mark.parametrize(("group", "option"), list(group_options()))
+def test_every_group_option_composes_and_its_model_config_is_valid(group, option):
+    cfg = compose_config("train", [f"{group}={option}"])
+    validate_model_config(cfg)
+    monitor_terms(cfg.train.monitor, len(cfg.alignment.levels))
+
+
+@pytest.mark.parametrize("path", sorted(CONF.rglob("*.yaml")), ids=lambda p: str(p.relative_to(CONF)))
+def test_every_config_file_starts_with_the_command_that_uses_it(path):
+    lines = [line for line in path.read_text().splitlines() if not line.startswith("# @package")]
+    assert lines[0].startswith("# python "), f"{path} should begin with a '# python ...' comment"
+
+
+def test_defaults_reproduce_hat_recipe():
+    cfg = compose_config("train", [])
+    assert cfg.encoder.image.name == "swin_base_patch4_window7_224.ms_in22k"
+    assert cfg.encoder.text.name == "bert-base-uncased" and cfg.encoder.text.max_length == 32
+    assert list(cfg.alignment.levels) == [4, 10, 12] and cfg.alignment.direction == "i2t"
+    assert cfg.alignment.smooth == 9.0 and cfg.loss.name == "hinge_hardest" and cfg.loss.margin == 0.2
+    assert cfg.optim.lr == 1e-4 and cfg.optim.step_size == 10 and cfg.optim.gamma == 0.1
+    assert cfg.train.batch_size == 58 and cfg.train.freeze_epochs == 11
+    assert cfg.train.monitor == "val/i2t_r1+val/t2i_r1"
+    assert cfg.logger.name == "none" and cfg.hardware.device == "auto"
+    assert resolve_taps(cfg) == ([4, 10, 12], [2, 3, 4])
+
+
+@pytest.mark.parametrize(
+    ("levels", "image_levels"),
+    [("[4,10,12]", [2, 3, 4]), ("[12]", [4]), ("[4,8,12]", [2, 3, 4]), ("[3,6,9,12]", [1, 2, 3, 4])],
+)
+def test_text_levels_pair_with_the_top_swin_stages(levels, image_levels):
+    cfg = compose_config("train", ["dataset=coco", f"alignment.levels={levels}"])
+    validate_model_config(cfg)
+    assert resolve_taps(cfg)[1] == image_levels
+
+
+def test_vit_image_levels_scale_the_text_layer_to_its_depth():
+    cfg = compose_config(
+        "train", ["encoder.image.family=vit", "encoder.image.depth=24", "alignment.levels=[4,10,12]"]
+    )
+    assert resolve_taps(cfg)[1] == [8, 20, 24]
+
+
+def test_explicit_image_levels_are_used_as_given():
+    cfg = compose_config("train", ["alignment.levels=[6,12]", "alignment.image_levels=[3,4]"])
+    validate_model_config(cfg)
+    assert resolve_taps(cfg) == ([6, 12], [3, 4])
+
+
+BAD_VALUES = [
+    (["alignment.levels=[13]"], r"alignment\.levels=\[13\].*13.*1\.\.12"),
+    (["alignment.levels=[0,12]"], r"alignment\.levels.*outside 1\.\.12"),
+    (["alignment.image_levels=[3,4]"], r"alignment\.image_levels=\[3, 4\] has 2 levels.*alignment\.levels=\[4, 10, 12\] has 3"),
+    (["alignment.image_levels=[2,3,5]"], r"alignment\.image_levels.*5.*outside 1\.\.4"),
+    (["alignment.smooth=0"], r"alignment\.smooth=0.*> 0"),
+    (["alignment.smooth=-1.5"], r"alignment\.smooth=-1\.5"),
+    (["alignment.direction=both"], r"alignment\.direction='both'.*i2t.*t2i"),
+    (["loss.margin=-0.1"], r"loss\.margin=-0\.1.*>= 0"),
+    (["train.batch_size=1"], r"train\.batch_size=1.*>= 2"),
+    (["train.monitor=val/r1"], r"train\.monitor='val/r1'.*not a validation metric"),
+    (["hardware.precision=fp8"], r"hardware\.precision='fp8'"),
+    (["resume=/nonexistent/last.pt"], r"resume=/nonexistent/last\.pt"),
+    (["dataset=coco", "dataset.root=/nonexistent"], r"dataset\.root=/nonexistent does not exist.*dataset_coco\.json"),
+    (["dataset=f30k", "dataset.root=/nonexistent"], r"dataset\.root=/nonexistent.*dataset_flickr30k\.json.*images"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "message"), BAD_VALUES, ids=lambda v: " ".join(v) if isinstance(v, list) else None)
+def test_bad_values_fail_with_a_message_naming_field_value_and_what_is_allowed(overrides, message):
+    cfg = compose_config("train", ["dataset=shapes", *overrides])
+    with pytest.raises(ConfigError, match=message):
+        validate_train_config(cfg)
+
+
+def test_dataset_root_without_its_annotation_file_names_the_file(tmp_path):
+    cfg = compose_config("train", ["dataset=f30k", f"dataset.root={tmp_path}"])
+    with pytest.raises(ConfigError, match=r"has no dataset_flickr30k\.json"):
+        validate_train_config(cfg)
+
+
+def test_bad_values_fail_before_the_model_is_built(monkeypatch, tmp_path, tiny_config):
+    import hat.engine.loop as loop
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("work started before the config was checked")
+
+    monkeypatch.setattr(loop, "build_model", must_not_run)
+    monkeypatch.setattr(loop, "build_splits", must_not_run)
+    with pytest.raises(ConfigError, match="alignment.smooth"):
+        loop.train(tiny_config("alignment.smooth=0"), tmp_path)
+
+
+def test_cli_missing_dataset_root_exits_quickly_naming_the_path_and_layout():
+    start = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "train.py", "dataset=coco", "dataset.root=/nonexistent", "alignment.levels=[4,8,12]",
+         "hydra.run.dir=/tmp/hat-test-missing-root"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )
+    elapsed = time.monotonic() - start
+    assert result.returncode != 0
+    assert "/nonexistent" in result.stderr and "dataset_coco.json" in result.stderr
+    assert elapsed < 30, f"took {elapsed:.1f} s"

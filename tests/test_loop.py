@@ -1,0 +1,85 @@
+"""End-to-end training on tiny encoders and generated data: outputs, checkpoints, resume."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from hat.engine.checkpoint import load_checkpoint
+from hat.engine.loop import train
+from hat.metrics import METRIC_KEYS
+
+pytestmark = pytest.mark.slow
+
+
+def test_train_writes_checkpoints_metrics_and_results(tmp_path, tiny_config):
+    metrics = train(tiny_config(), tmp_path)
+
+    for key in METRIC_KEYS:
+        assert f"test/{key}" in metrics and f"test/level3/{key}" in metrics
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["metrics"] == pytest.approx(metrics)
+    assert results["provenance"]["config"]["encoder"]["name"] == "tiny"
+    assert torch.__version__.startswith(results["provenance"]["versions"]["torch"])
+    assert "git_commit" in results["provenance"]
+
+    lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert any("train/loss" in line for line in lines)
+    assert [line["train/epoch"] for line in lines if "val/rsum" in line] == [0, 1]
+
+    last = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
+    assert last["epoch"] == 2 and last["step"] == 2 * (24 * 5 // 8)
+    assert {"model", "optimizer", "scheduler", "scaler", "rng", "config", "best_metric"} <= set(last)
+    assert (tmp_path / "checkpoints" / "best.pt").is_file()
+    assert not list((tmp_path / "checkpoints").glob("*.tmp"))
+
+
+def test_encoders_are_frozen_for_freeze_epochs_then_train(tmp_path, tiny_config):
+    train(tiny_config("train.epochs=1", "train.freeze_epochs=1"), tmp_path / "frozen")
+    train(tiny_config("train.epochs=1", "train.freeze_epochs=0"), tmp_path / "open")
+    initial = _initial_state(tiny_config())
+    frozen = load_checkpoint(tmp_path / "frozen" / "checkpoints" / "last.pt")["model"]
+    opened = load_checkpoint(tmp_path / "open" / "checkpoints" / "last.pt")["model"]
+    backbone = "text_encoder.model.encoder.layer.0.attention.self.query.weight"
+    assert torch.equal(frozen[backbone], initial[backbone])
+    assert not torch.equal(opened[backbone], initial[backbone])
+    for trained in ("image_proj.0.weight", "text_proj.0.weight", "image_encoder.tap_norms.2.weight"):
+        assert not torch.equal(frozen[trained], initial[trained]), trained
+
+
+def _initial_state(cfg) -> dict:
+    from hat.models.hat import build_model
+
+    torch.manual_seed(cfg.seed)
+    return build_model(cfg).state_dict()
+
+
+def test_resume_auto_continues_to_identical_weights(tmp_path, tiny_config):
+    straight = tmp_path / "straight"
+    train(tiny_config("train.epochs=2"), straight)
+
+    resumed = tmp_path / "resumed"
+    train(tiny_config("train.epochs=1"), resumed)
+    assert load_checkpoint(resumed / "checkpoints" / "last.pt")["epoch"] == 1
+    train(tiny_config("train.epochs=2", "resume=auto"), resumed)
+
+    a = load_checkpoint(straight / "checkpoints" / "last.pt")
+    b = load_checkpoint(resumed / "checkpoints" / "last.pt")
+    assert a["step"] == b["step"] and a["epoch"] == b["epoch"] == 2
+    for name, tensor in a["model"].items():
+        assert torch.equal(tensor, b["model"][name]), name
+    assert a["best_metric"] == b["best_metric"]
+
+
+def test_resume_auto_without_a_checkpoint_starts_fresh(tmp_path, tiny_config, caplog):
+    with caplog.at_level("INFO"):
+        train(tiny_config("train.epochs=1", "resume=auto"), tmp_path)
+    assert "no checkpoint" in caplog.text and "starting fresh" in caplog.text
+    assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["epoch"] == 1
+
+
+def test_max_steps_stops_training_mid_epoch(tmp_path, tiny_config):
+    train(tiny_config("train.max_steps=4", "train.epochs=5"), tmp_path)
+    assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["step"] == 4
