@@ -113,11 +113,11 @@ def test_bad_values_fail_before_the_model_is_built(monkeypatch, tmp_path, tiny_c
         loop.train(tiny_config("alignment.smooth=0"), tmp_path)
 
 
-def test_cli_missing_dataset_root_exits_quickly_naming_the_path_and_layout():
+def test_cli_missing_dataset_root_exits_quickly_naming_the_path_and_layout(tmp_path):
     start = time.monotonic()
     result = subprocess.run(
         [sys.executable, "train.py", "dataset=coco", "dataset.root=/nonexistent", "alignment.levels=[4,8,12]",
-         "hydra.run.dir=/tmp/hat-test-missing-root"],
+         f"hydra.run.dir={tmp_path}"],
         cwd=ROOT, capture_output=True, text=True, timeout=60,
     )
     elapsed = time.monotonic() - start

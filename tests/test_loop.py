@@ -83,3 +83,13 @@ def test_resume_auto_without_a_checkpoint_starts_fresh(tmp_path, tiny_config, ca
 def test_max_steps_stops_training_mid_epoch(tmp_path, tiny_config):
     train(tiny_config("train.max_steps=4", "train.epochs=5"), tmp_path)
     assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["step"] == 4
+
+
+@pytest.mark.parametrize("name", ["f30k", "coco"])
+def test_tiny_encoders_train_on_karpathy_datasets_on_disk(tmp_path, tiny_training_config, name):
+    from conftest import make_karpathy_dataset
+
+    root = make_karpathy_dataset(tmp_path / "data", name, {"train": 8, "val": 4, "test": 4})
+    metrics = train(tiny_training_config(f"dataset={name}", f"dataset.root={root}", "train.epochs=1"), tmp_path / "run")
+    assert 0.0 <= metrics["test/rsum"] <= 600.0
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["provenance"]["config"]["dataset"]["name"] == name

@@ -154,3 +154,12 @@ def test_build_loss_rejects_unknown_name():
 def test_non_square_scores_raise(loss, shape):
     with pytest.raises(ValueError, match="square"):
         loss(torch.zeros(shape))
+
+
+def test_hardest_negative_warmup_sums_all_negatives_until_its_epoch():
+    scores = torch.tensor([[0.9, 0.5, 0.1], [0.6, 0.8, 0.3], [0.2, 0.7, 0.4]])
+    warm = HingeHardestLoss(margin=0.2, warmup_epochs=2)
+    warm.set_epoch(1)
+    torch.testing.assert_close(warm(scores), HingeSumLoss(margin=0.2)(scores))
+    warm.set_epoch(2)
+    torch.testing.assert_close(warm(scores), HingeHardestLoss(margin=0.2)(scores))

@@ -76,6 +76,8 @@ def _check_loss(cfg) -> None:
         raise ConfigError(f"loss.name={cfg.name!r} is not one of {LOSSES}")
     if cfg.name.startswith("hinge") and not cfg.margin >= 0:
         raise ConfigError(f"loss.margin={cfg.margin} must be >= 0 (HAT uses 0.2)")
+    if not cfg.get("warmup_epochs", 0) >= 0:
+        raise ConfigError(f"loss.warmup_epochs={cfg.warmup_epochs} must be >= 0")
     if cfg.name == "infonce" and not cfg.temperature > 0:
         raise ConfigError(f"loss.temperature={cfg.temperature} must be > 0")
 

@@ -33,14 +33,25 @@ class HingeHardestLoss(nn.Module):
     """VSE++: hinge triplet loss with the hardest negative in the batch, summed both ways.
 
     ``sum_i max_{j != i} [m + S_ij - S_ii]_+ + sum_j max_{i != j} [m + S_ij - S_jj]_+``.
+
+    With ``warmup_epochs > 0`` the first epochs sum over all negatives instead (as VSE-infinity
+    does): hardest negatives alone rarely get encoders trained from scratch off the ground.
+    The training loop reports the epoch through :meth:`set_epoch`.
     """
 
-    def __init__(self, margin: float = 0.2) -> None:
+    def __init__(self, margin: float = 0.2, warmup_epochs: int = 0) -> None:
         super().__init__()
         self.margin = margin
+        self.warmup_epochs = warmup_epochs
+        self.hardest = warmup_epochs == 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.hardest = epoch >= self.warmup_epochs
 
     def forward(self, scores: torch.Tensor) -> torch.Tensor:
         caption_cost, image_cost = _hinge_costs(scores, self.margin)
+        if not self.hardest:
+            return caption_cost.sum() + image_cost.sum()
         return caption_cost.max(dim=1).values.sum() + image_cost.max(dim=0).values.sum()
 
 
@@ -81,7 +92,7 @@ class InfoNCELoss(nn.Module):
 def build_loss(cfg) -> nn.Module:
     """The loss named by ``cfg.name`` (one of :data:`LOSSES`) with its settings from ``cfg``."""
     if cfg.name == "hinge_hardest":
-        return HingeHardestLoss(margin=cfg.margin)
+        return HingeHardestLoss(margin=cfg.margin, warmup_epochs=cfg.get("warmup_epochs", 0))
     if cfg.name == "hinge_sum":
         return HingeSumLoss(margin=cfg.margin)
     if cfg.name == "infonce":

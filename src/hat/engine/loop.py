@@ -139,10 +139,12 @@ def train(cfg, run_dir: Path) -> dict[str, float]:
             epoch = progress.epoch
             frozen = epoch < cfg.train.freeze_epochs
             model.set_encoders_frozen(frozen)
+            if hasattr(loss_fn, "set_epoch"):
+                loss_fn.set_epoch(epoch)
             model.train()
             pairs.set_epoch(epoch)
             sampler.set_epoch(epoch)
-            bar = tqdm(loader, desc=f"epoch {epoch}", leave=False, mininterval=1.0, dynamic_ncols=True)
+            bar = tqdm(loader, desc=f"epoch {epoch}", leave=False, mininterval=1.0, dynamic_ncols=True, disable=None)
             window_start, window_samples = time.perf_counter(), 0
             for batch in bar:
                 images = batch["images"].to(runtime.device, non_blocking=True)

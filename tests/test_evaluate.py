@@ -1,0 +1,58 @@
+"""evaluate.py reproduces a training run's test numbers from its checkpoint, encoding each image once."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from omegaconf import OmegaConf
+
+from conftest import ROOT, TINY_RUN
+from hat.engine.evaluate_checkpoint import evaluate_checkpoint
+from hat.engine.runtime import resolve_runtime
+
+pytestmark = pytest.mark.slow
+
+
+def _run(script: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, script, *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("run")
+    result = _run("train.py", *TINY_RUN, "train.epochs=1", f"hydra.run.dir={run_dir}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return run_dir
+
+
+def test_cli_train_then_evaluate_gives_the_same_test_table(trained_run, tmp_path):
+    result = _run("evaluate.py", f"checkpoint={trained_run}/checkpoints/best.pt", "hardware=cpu",
+                  f"hydra.run.dir={tmp_path}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "| fused |" in result.stdout and "| level3 |" in result.stdout
+    trained = json.loads((trained_run / "results.json").read_text())["metrics"]
+    evaluated = json.loads((tmp_path / "results.json").read_text())["metrics"]
+    assert evaluated == pytest.approx(trained, abs=1e-6)
+    assert {"test/rsum", "test/level1/rsum", "test/i2t_medr"} <= set(evaluated)
+
+
+def test_each_image_is_encoded_once(trained_run, tmp_path, monkeypatch):
+    from hat.models.hat import HATModel
+
+    encoded = []
+    original = HATModel.encode_images
+    monkeypatch.setattr(HATModel, "encode_images", lambda self, x: encoded.append(len(x)) or original(self, x))
+    hardware = OmegaConf.create({"device": "cpu", "precision": "fp32", "num_workers": 0, "pin_memory": False,
+                                 "compile": False})
+    assert resolve_runtime(hardware).device.type == "cpu"
+    metrics = evaluate_checkpoint(trained_run / "checkpoints" / "best.pt", tmp_path, hardware, split="val")
+    assert sum(encoded) == 8  # dataset.num_val images, not 8 x 5 captions
+    assert "val/rsum" in metrics
+
+
+def test_evaluate_names_a_missing_checkpoint(tmp_path):
+    result = _run("evaluate.py", f"checkpoint={tmp_path}/missing.pt", f"hydra.run.dir={tmp_path}")
+    assert result.returncode == 2 and "missing.pt" in result.stderr

@@ -1,0 +1,108 @@
+"""Encoders return the tapped levels with the shapes of DESIGN.md §2; projections, norms and freezing."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from hat.models.hat import build_model
+from hat.models.image_encoder import build_image_encoder
+from hat.models.text_encoder import build_tokenizer
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    from conftest import compose_config
+
+    cfg = compose_config("train", ["encoder=tiny"])
+    torch.manual_seed(0)
+    return cfg, build_model(cfg).eval()
+
+
+def _tokens(cfg, captions):
+    tokenizer = build_tokenizer(cfg.encoder.text)
+    return tokenizer(captions, padding=True, truncation=True, max_length=32, return_tensors="pt")
+
+
+def test_tiny_model_levels_pair_text_layers_with_the_top_swin_stages(tiny_model):
+    cfg, model = tiny_model
+    assert model.text_encoder.taps == [4, 10, 12] and model.image_encoder.taps == [2, 3, 4]
+    size = cfg.encoder.image.image_size  # 64 px: stages of 16x16, 8x8, 4x4, 2x2 tokens
+    images = model.encode_images(torch.randn(3, 3, size, size))
+    assert [tuple(x.shape) for x in images] == [(3, 64, 64), (3, 16, 64), (3, 4, 64)]
+    tokens = _tokens(cfg, ["a red circle", "two shapes: a small blue square left of a green triangle"])
+    captions, lengths = model.encode_captions(tokens["input_ids"], tokens["attention_mask"])
+    assert [tuple(x.shape) for x in captions] == [(2, tokens["input_ids"].shape[1], 64)] * 3
+    assert lengths.tolist() == tokens["attention_mask"].sum(1).tolist()
+
+
+def test_hat_swin_b_stages_give_784_196_49_tokens_of_256_512_1024_channels():
+    cfg = OmegaConf.create(
+        {"family": "swin", "name": "swin_base_patch4_window7_224", "weights": None, "kwargs": {}}
+    )
+    encoder = build_image_encoder(cfg, taps=[2, 3, 4], pretrained=False).eval()
+    assert encoder.widths == [256, 512, 1024]
+    assert set(encoder.tap_norms) == {"2", "3"}  # stage 4 uses the backbone's own final norm
+    with torch.no_grad():
+        tokens = encoder(torch.randn(1, 3, 224, 224))
+    assert [tuple(x.shape) for x in tokens] == [(1, 784, 256), (1, 196, 512), (1, 49, 1024)]
+
+
+def test_vit_taps_are_layers():
+    cfg = OmegaConf.create(
+        {
+            "family": "vit",
+            "name": "vit_base_patch16_224",
+            "weights": None,
+            "kwargs": {"img_size": 32, "patch_size": 8, "embed_dim": 32, "depth": 6, "num_heads": 2},
+        }
+    )
+    encoder = build_image_encoder(cfg, taps=[3, 6], pretrained=False)
+    tokens = encoder(torch.randn(2, 3, 32, 32))
+    assert [tuple(x.shape) for x in tokens] == [(2, 16, 32), (2, 16, 32)]
+
+
+def test_scores_do_not_depend_on_how_much_a_caption_is_padded(tiny_model):
+    cfg, model = tiny_model
+    images = torch.randn(2, 3, cfg.encoder.image.image_size, cfg.encoder.image.image_size)
+    short = _tokens(cfg, ["a red circle"])
+    padded = {
+        key: torch.cat([value, torch.zeros(1, 7, dtype=value.dtype)], dim=1) for key, value in short.items()
+    }
+    with torch.no_grad():
+        plain = model(images, short["input_ids"], short["attention_mask"])
+        extra = model(images, padded["input_ids"], padded["attention_mask"])
+    torch.testing.assert_close(plain, extra, rtol=1e-5, atol=1e-6)
+
+
+def test_freezing_stops_gradients_to_backbones_only(tiny_model):
+    cfg, model = tiny_model
+    model.set_encoders_frozen(True)
+    try:
+        trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+        assert trainable and all(
+            name.startswith(("image_proj.", "text_proj.", "image_encoder.tap_norms.")) for name in trainable
+        )
+        assert "image_encoder.backbone.norm.weight" not in trainable
+    finally:
+        model.set_encoders_frozen(False)
+    assert all(p.requires_grad for p in model.parameters())
+
+
+def test_a_tokenizer_without_its_vocabulary_is_an_error(tmp_path):
+    from transformers import BertTokenizer
+
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]) + "\n")
+    BertTokenizer(str(vocab)).save_pretrained(tmp_path)
+    with pytest.raises(RuntimeError, match=r"only 5 tokens"):
+        build_tokenizer(OmegaConf.create({"name": None, "tokenizer": str(tmp_path)}))
+
+
+def test_declared_text_depth_must_match_the_model():
+    from conftest import compose_config
+
+    cfg = compose_config("train", ["encoder=tiny", "encoder.text.config.num_hidden_layers=6"])
+    with pytest.raises(ValueError, match=r"encoder\.text\.num_layers=12 but .* has 6 layers"):
+        build_model(cfg)
