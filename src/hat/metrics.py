@@ -51,7 +51,7 @@ def retrieval_recall(sims: torch.Tensor, captions_per_image: int = 5) -> dict[st
     metrics = {}
     for name, ranks in (("i2t", i2t_rank), ("t2i", t2i_rank)):
         for k in RECALL_KS:
-            metrics[f"{name}_r{k}"] = 100.0 * (ranks <= k).float().mean().item()
+            metrics[f"{name}_r{k}"] = 100.0 * (ranks <= k).double().mean().item()
     metrics["rsum"] = sum(metrics[f"{d}_r{k}"] for d in ("i2t", "t2i") for k in RECALL_KS)
     for name, ranks in (("i2t", i2t_rank), ("t2i", t2i_rank)):
         # SCAN/VSE++ convention: floor of the median 0-based rank (averaging the middle two), + 1.

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
+from hat.atomic import atomic_write
 from hat.metrics import metric_name
 
 COLUMNS = ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "rsum")
@@ -27,8 +26,5 @@ def format_table(metrics: dict[str, float], split: str, num_levels: int, protoco
 
 def write_results(path: Path, metrics: dict[str, float], **extra) -> None:
     """Write ``{"metrics": {flat names: values}, **extra}`` as JSON, atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump({"metrics": metrics, **extra}, handle, indent=2, default=str)
-    os.replace(tmp, path)
+    text = json.dumps({"metrics": metrics, **extra}, indent=2, default=str)
+    atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))

@@ -15,11 +15,11 @@ A checkpoint is a plain dict:
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import torch
+
+from hat.atomic import atomic_write
 
 CHECKPOINT_FORMAT = 1
 REQUIRED_KEYS = ("format", "model", "config")
@@ -28,17 +28,7 @@ REQUIRED_KEYS = ("format", "model", "config")
 def save_checkpoint(state: dict, path: Path) -> None:
     """Write ``state`` to ``path`` through a temporary file in the same folder and an atomic rename,
     so a crash mid-write never leaves a truncated checkpoint behind."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(state, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda handle: torch.save(state, handle))
 
 
 def load_checkpoint(path: Path) -> dict:
