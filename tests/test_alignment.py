@@ -211,3 +211,17 @@ def test_caption_made_of_the_image_regions_wins_retrieval(direction):
     scores = scan_similarity(images, captions, lengths, direction)
     assert scores.argmax(dim=1).tolist() == list(range(num_pairs))
     assert scores.argmax(dim=0).tolist() == list(range(num_pairs))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("direction", ["i2t", "t2i"])
+def test_cuda_bf16_autocast_matches_cpu_float32(direction):
+    torch.manual_seed(0)
+    images, captions = torch.randn(6, 49, 64), torch.randn(10, 12, 64)
+    lengths = torch.randint(1, 13, (10,))
+    expected = scan_similarity(images, captions, lengths, direction)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        got = scan_similarity(images.cuda(), captions.cuda(), lengths.cuda(), direction)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got.cpu(), expected, rtol=0.0, atol=0.05)

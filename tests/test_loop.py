@@ -45,7 +45,7 @@ def test_encoders_are_frozen_for_freeze_epochs_then_train(tmp_path, tiny_config)
     backbone = "text_encoder.model.encoder.layer.0.attention.self.query.weight"
     assert torch.equal(frozen[backbone], initial[backbone])
     assert not torch.equal(opened[backbone], initial[backbone])
-    for trained in ("image_proj.0.weight", "text_proj.0.weight", "image_encoder.tap_norms.2.weight"):
+    for trained in ("image_proj.0.weight", "text_proj.0.weight", "image_encoder.stage_norms.2.weight"):
         assert not torch.equal(frozen[trained], initial[trained]), trained
 
 
@@ -93,3 +93,10 @@ def test_tiny_encoders_train_on_karpathy_datasets_on_disk(tmp_path, tiny_trainin
     metrics = train(tiny_training_config(f"dataset={name}", f"dataset.root={root}", "train.epochs=1"), tmp_path / "run")
     assert 0.0 <= metrics["test/rsum"] <= 600.0
     assert json.loads((tmp_path / "run" / "results.json").read_text())["provenance"]["config"]["dataset"]["name"] == name
+
+
+def test_bf16_autocast_training_steps_stay_finite(tmp_path, tiny_config):
+    train(tiny_config("hardware.precision=bf16", "train.max_steps=3", "train.freeze_epochs=0"), tmp_path)
+    last = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
+    assert last["step"] == 3
+    assert all(torch.isfinite(tensor).all() for tensor in last["model"].values() if tensor.is_floating_point())

@@ -43,7 +43,8 @@ def test_hat_swin_b_stages_give_784_196_49_tokens_of_256_512_1024_channels():
     )
     encoder = build_image_encoder(cfg, taps=[2, 3, 4], pretrained=False).eval()
     assert encoder.widths == [256, 512, 1024]
-    assert set(encoder.tap_norms) == {"2", "3"}  # stage 4 uses the backbone's own final norm
+    assert set(encoder.stage_norms) == {"1", "2", "3"}  # stage 4 uses the backbone's own final norm
+    assert [n.weight.requires_grad for n in encoder.stage_norms.values()] == [False, True, True]
     with torch.no_grad():
         tokens = encoder(torch.randn(1, 3, 224, 224))
     assert [tuple(x.shape) for x in tokens] == [(1, 784, 256), (1, 196, 512), (1, 49, 1024)]
@@ -81,13 +82,17 @@ def test_freezing_stops_gradients_to_backbones_only(tiny_model):
     model.set_encoders_frozen(True)
     try:
         trainable = {name for name, p in model.named_parameters() if p.requires_grad}
-        assert trainable and all(
-            name.startswith(("image_proj.", "text_proj.", "image_encoder.tap_norms.")) for name in trainable
-        )
-        assert "image_encoder.backbone.norm.weight" not in trainable
+        assert trainable == {
+            name for name, _ in model.named_parameters()
+            if name.startswith(("image_proj.", "text_proj.", "image_encoder.stage_norms.2.", "image_encoder.stage_norms.3."))
+        }
     finally:
         model.set_encoders_frozen(False)
-    assert all(p.requires_grad for p in model.parameters())
+    frozen = {name for name, p in model.named_parameters() if not p.requires_grad}
+    assert frozen == {
+        name for name, _ in model.named_parameters()
+        if name.startswith(("image_encoder.stage_norms.1.", "text_encoder.model.pooler."))
+    }
 
 
 def test_a_tokenizer_without_its_vocabulary_is_an_error(tmp_path):

@@ -45,9 +45,9 @@ class HATModel(nn.Module):
         return len(self.image_proj)
 
     def set_encoders_frozen(self, frozen: bool) -> None:
-        """Freeze or unfreeze both backbones; projections and the new tap norms always train."""
-        for module in (self.image_encoder.backbone, self.text_encoder.model):
-            module.requires_grad_(not frozen)
+        """Freeze or unfreeze both backbones; projections and the new stage norms always train."""
+        self.image_encoder.set_backbone_trainable(not frozen)
+        self.text_encoder.set_trainable(not frozen)
 
     def encode_images(self, images: torch.Tensor) -> list[torch.Tensor]:
         """``(B, 3, H, W)`` -> one ``(B, R_k, embed_dim)`` tensor per level."""

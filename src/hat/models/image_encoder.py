@@ -16,7 +16,9 @@ class ImageEncoder(nn.Module):
     """Tapped token maps of a timm backbone, each through its own LayerNorm (DESIGN.md §2).
 
     A tap at the backbone's last stage/layer goes through the backbone's own final norm
-    (pretrained); every other tap gets a new LayerNorm (HAT's ``norm_0``, ``norm_1``, ...).
+    (pretrained). Every other stage/layer ``s`` has a new LayerNorm ``stage_norms[str(s)]``
+    (HAT's ``norm_{s-1}``), whether tapped or not, so that HAT's released checkpoints load whole;
+    the norms of untapped stages are never used and never train.
 
     Args:
         backbone: a timm model with ``forward_intermediates``, ``feature_info`` and ``norm``.
@@ -29,13 +31,15 @@ class ImageEncoder(nn.Module):
         self.taps = list(taps)
         self.depth = len(backbone.feature_info)
         self.widths = [backbone.feature_info[t - 1]["num_chs"] for t in self.taps]
-        self.tap_norms = nn.ModuleDict(
-            {str(t): nn.LayerNorm(w) for t, w in zip(self.taps, self.widths) if t != self.depth}
+        self.stage_norms = nn.ModuleDict(
+            {str(s): nn.LayerNorm(backbone.feature_info[s - 1]["num_chs"]) for s in range(1, self.depth)}
         )
+        for stage, norm in self.stage_norms.items():
+            norm.requires_grad_(int(stage) in self.taps)
 
-    def new_parameters(self) -> list[nn.Parameter]:
-        """Parameters that are not part of the backbone (they train while it is frozen)."""
-        return list(self.tap_norms.parameters())
+    def set_backbone_trainable(self, trainable: bool) -> None:
+        """Freeze or unfreeze the backbone (its final norm included); the stage norms are not affected."""
+        self.backbone.requires_grad_(trainable)
 
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
         """``(B, 3, H, W)`` images -> one ``(B, R_k, C_k)`` token map per tap."""
@@ -46,7 +50,7 @@ class ImageEncoder(nn.Module):
         for tap, fmap in zip(self.taps, maps):
             if fmap.dim() == 4:  # (B, C, H, W) -> (B, H * W, C)
                 fmap = fmap.flatten(2).transpose(1, 2)
-            norm = self.backbone.norm if tap == self.depth else self.tap_norms[str(tap)]
+            norm = self.backbone.norm if tap == self.depth else self.stage_norms[str(tap)]
             tokens.append(norm(fmap))
         return tokens
 

@@ -16,6 +16,8 @@ class TextEncoder(nn.Module):
     """Hidden states after the tapped layers (1-based; ``hidden_states[k]`` in transformers' numbering).
 
     Every token is kept, ``[CLS]`` and ``[SEP]`` included; padding is marked by the attention mask.
+    The model keeps BERT's pooler so that HAT's released checkpoints load whole; it is never used
+    and never trains.
     """
 
     def __init__(self, model: nn.Module, taps: list[int]) -> None:
@@ -24,6 +26,13 @@ class TextEncoder(nn.Module):
         self.taps = list(taps)
         self.depth = model.config.num_hidden_layers
         self.width = model.config.hidden_size
+        self.set_trainable(True)
+
+    def set_trainable(self, trainable: bool) -> None:
+        """Freeze or unfreeze the transformer (the unused pooler stays frozen)."""
+        self.model.requires_grad_(trainable)
+        if getattr(self.model, "pooler", None) is not None:
+            self.model.pooler.requires_grad_(False)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> list[torch.Tensor]:
         """``(C, W)`` token ids and mask -> one ``(C, W, H)`` tensor per tap."""
@@ -40,7 +49,7 @@ def build_text_encoder(cfg, taps: list[int], pretrained: bool) -> TextEncoder:
     if pretrained:
         location = resolve_model_location(cfg.name)
         try:
-            model = AutoModel.from_pretrained(location, add_pooling_layer=False)
+            model = AutoModel.from_pretrained(location)
         except OSError as error:
             raise RuntimeError(
                 f"could not load the text encoder encoder.text.name={cfg.name!r} ({error}). Without "
@@ -48,7 +57,7 @@ def build_text_encoder(cfg, taps: list[int], pretrained: bool) -> TextEncoder:
                 f"encoder.text.name=DIR, or train from scratch with encoder.pretrained=false"
             ) from error
     else:
-        model = BertModel(BertConfig(**to_plain(cfg.config)), add_pooling_layer=False)
+        model = BertModel(BertConfig(**to_plain(cfg.config)))
     if model.config.num_hidden_layers != cfg.num_layers:
         raise ValueError(
             f"encoder.text.num_layers={cfg.num_layers} but {cfg.name!r} has "
