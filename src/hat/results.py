@@ -24,6 +24,13 @@ def format_table(metrics: dict[str, float], split: str, num_levels: int, protoco
     return "\n".join(lines)
 
 
+def format_tables(metrics: dict[str, float], split: str, num_levels: int, protocols) -> str:
+    """:func:`format_table` for each protocol in ``protocols`` (a ``{name: folds}`` mapping or None)."""
+    if not protocols:
+        return format_table(metrics, split, num_levels)
+    return "\n\n".join(f"{name}:\n" + format_table(metrics, split, num_levels, name) for name in protocols)
+
+
 def write_results(path: Path, metrics: dict[str, float], **extra) -> None:
     """Write ``{"metrics": {flat names: values}, **extra}`` as JSON, atomically."""
     text = json.dumps({"metrics": metrics, **extra}, indent=2, default=str)

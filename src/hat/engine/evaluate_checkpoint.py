@@ -7,7 +7,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from hat.config import ConfigError, validate_model_config
+from hat.config import ConfigError, to_plain, validate_model_config
 from hat.data.build import build_splits, check_dataset_root
 from hat.data.datasets import CaptionCollator
 from hat.engine.checkpoint import load_checkpoint
@@ -16,7 +16,7 @@ from hat.engine.runtime import resolve_runtime
 from hat.models.hat import build_model
 from hat.models.text_encoder import build_tokenizer
 from hat.provenance import provenance
-from hat.results import format_table, write_results
+from hat.results import format_tables, write_results
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
@@ -51,8 +51,11 @@ def evaluate_checkpoint(
     model.load_state_dict(state["model"])
     model.to(runtime.device)
     log.info("evaluating %s (epoch %s) on %s/%s", checkpoint, state.get("epoch"), cfg.dataset.name, split)
-    metrics = evaluate_split(model, data, collator, cfg.encoder.image.image_size, runtime, batch_size, split)
-    print(f"\n{cfg.dataset.name} {split}, {checkpoint}:\n" + format_table(metrics, split, model.num_levels))
+    protocols = to_plain(cfg.dataset.get("test_protocols")) if split == "test" else None
+    metrics = evaluate_split(
+        model, data, collator, cfg.encoder.image.image_size, runtime, batch_size, split, protocols
+    )
+    print(f"\n{cfg.dataset.name} {split}, {checkpoint}:\n" + format_tables(metrics, split, model.num_levels, protocols))
     write_results(
         run_dir / "results.json",
         metrics,

@@ -82,11 +82,48 @@ def level_similarities(model: HATModel, encoded: EncodedSplit, runtime: Runtime)
 
 
 def recall_table(sims: list[torch.Tensor], split: str, captions_per_image: int, protocol: str | None = None) -> dict[str, float]:
-    """Metrics of each level alone (``{split}/level{k}/...``) and of their sum (``{split}/...``)."""
+    """Metrics of each level alone (``{split}[/{protocol}]/level{k}/...``) and of their sum (no level part)."""
     metrics: dict[str, float] = {}
     for level, level_sims in enumerate(sims, start=1):
         metrics |= prefixed(retrieval_recall(level_sims, captions_per_image), split, protocol, level)
     metrics |= prefixed(retrieval_recall(torch.stack(sims).sum(dim=0), captions_per_image), split, protocol)
+    return metrics
+
+
+def fold_mean_table(
+    sims: list[torch.Tensor], split: str, captions_per_image: int, protocol: str, folds: int
+) -> dict[str, float]:
+    """:func:`recall_table` averaged over ``folds`` equal contiguous slices of the images (COCO 1K: 5 folds).
+
+    Fold ``f`` scores images ``[f * n, (f + 1) * n)`` against their own captions only.
+    """
+    num_images = sims[0].shape[0]
+    if folds < 1 or num_images % folds:
+        raise ValueError(
+            f"test protocol {protocol!r} needs {folds} equal folds, but the split has {num_images} images"
+        )
+    size = num_images // folds
+    tables = [
+        recall_table(
+            [s[f * size : (f + 1) * size, f * size * captions_per_image : (f + 1) * size * captions_per_image] for s in sims],
+            split,
+            captions_per_image,
+            protocol,
+        )
+        for f in range(folds)
+    ]
+    return {name: sum(table[name] for table in tables) / folds for name in tables[0]}
+
+
+def protocol_tables(
+    sims: list[torch.Tensor], split: str, captions_per_image: int, protocols: dict[str, int] | None
+) -> dict[str, float]:
+    """One :func:`fold_mean_table` per ``{protocol: folds}`` entry, or a plain table for ``None``."""
+    if not protocols:
+        return recall_table(sims, split, captions_per_image)
+    metrics: dict[str, float] = {}
+    for protocol, folds in protocols.items():
+        metrics |= fold_mean_table(sims, split, captions_per_image, protocol, folds)
     return metrics
 
 
@@ -98,7 +135,9 @@ def evaluate_split(
     runtime: Runtime,
     batch_size: int,
     split_name: str,
+    protocols: dict[str, int] | None = None,
 ) -> dict[str, float]:
-    """Encode ``split`` and return its recall table under ``split_name``."""
+    """Encode ``split`` once and return its recall tables under ``split_name`` (see :func:`protocol_tables`)."""
     encoded = encode_split(model, split, collator, image_size, runtime, batch_size)
-    return recall_table(level_similarities(model, encoded, runtime), split_name, split.captions_per_image)
+    sims = level_similarities(model, encoded, runtime)
+    return protocol_tables(sims, split_name, split.captions_per_image, protocols)

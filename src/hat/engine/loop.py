@@ -35,7 +35,7 @@ from hat.losses import build_loss
 from hat.models.hat import build_model
 from hat.models.text_encoder import build_tokenizer
 from hat.provenance import provenance
-from hat.results import format_table, write_results
+from hat.results import format_tables, write_results
 from hat.tracking import build_tracker
 
 log = logging.getLogger(__name__)
@@ -202,10 +202,16 @@ def train(cfg, run_dir: Path) -> dict[str, float]:
 
         best_path = checkpoints / "best.pt"
         model.load_state_dict(load_checkpoint(best_path)["model"])
-        test = evaluate_split(model, splits["test"], collator, image_size, runtime, cfg.eval.batch_size, "test")
+        protocols = to_plain(cfg.dataset.get("test_protocols"))
+        test = evaluate_split(
+            model, splits["test"], collator, image_size, runtime, cfg.eval.batch_size, "test", protocols
+        )
         tracker.log_metrics(test, progress.step)
         tracker.log_summary({**test, "best/monitor": progress.best_metric, "best/epoch": progress.best_epoch})
-        print(f"\ntest split, best checkpoint (epoch {progress.best_epoch}):\n" + format_table(test, "test", model.num_levels))
+        print(
+            f"\ntest split, best checkpoint (epoch {progress.best_epoch}):\n"
+            + format_tables(test, "test", model.num_levels, protocols)
+        )
         write_results(
             run_dir / "results.json",
             test,
