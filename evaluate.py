@@ -21,6 +21,8 @@ def main(cfg: DictConfig) -> None:
             split=cfg.split,
             dataset=cfg.get("dataset"),
             batch_size=cfg.eval.batch_size,
+            release_model=cfg.release,
+            export=Path(cfg.export) if cfg.export else None,
         )
     except (ConfigError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)

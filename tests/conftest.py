@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,3 +81,72 @@ def make_karpathy_dataset(root: Path, name: str = "f30k", splits=None, captions_
     annotation = {"f30k": "dataset_flickr30k.json", "coco": "dataset_coco.json"}[name]
     (root / annotation).write_text(json.dumps({"images": entries, "dataset": name}))
     return root
+
+
+def make_vsepp_coco_dataset(root: Path, counts=None, captions_per_image: int = 5) -> Path:
+    """Write a small MSCOCO dataset in the VSE++/SCAN layout under ``root``; returns ``root``.
+
+    ``counts`` maps split (train/val/test/restval) to a number of images. Train images go to
+    ``images/train2014`` and ``captions_train2014.json``, the others to ``val2014`` (as in the real
+    layout, restval is part of COCO's val2014); ``coco_{train,dev,test,restval}_ids.npy`` list
+    ``captions_per_image`` consecutive annotation ids per image. Image ``k`` is a flat colour and
+    its captions read ``"picture k is <colour>, caption j"``, like :func:`make_karpathy_dataset`.
+    """
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    counts = counts or {"train": 8, "val": 5, "test": 5, "restval": 2}
+    colours = {"red": (220, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 220), "yellow": (230, 220, 20)}
+    names = list(colours)
+    files = {folder: {"images": [], "annotations": []} for folder in ("train2014", "val2014")}
+    ids = {split: [] for split in ("train", "val", "test", "restval")}
+    index = 0
+    for split, count in counts.items():
+        folder = "train2014" if split == "train" else "val2014"
+        (root / "images" / folder).mkdir(parents=True, exist_ok=True)
+        for _ in range(count):
+            colour = names[index % len(names)]
+            image_id = 1000 + index
+            file_name = f"COCO_{folder}_{image_id:012d}.jpg"
+            Image.new("RGB", (40, 32), colours[colour]).save(root / "images" / folder / file_name)
+            files[folder]["images"].append({"id": image_id, "file_name": file_name})
+            for k in range(captions_per_image):
+                annotation_id = 50_000 + index * 10 + k
+                caption = f"picture {index} is {colour}, caption {k}"
+                files[folder]["annotations"].append({"id": annotation_id, "image_id": image_id, "caption": caption})
+                ids[split].append(annotation_id)
+            index += 1
+    (root / "annotations").mkdir(parents=True, exist_ok=True)
+    for folder, content in files.items():
+        (root / "annotations" / f"captions_{folder}.json").write_text(json.dumps(content))
+    for split, split_ids in ids.items():
+        name = {"val": "dev"}.get(split, split)
+        np.save(root / "annotations" / f"coco_{name}_ids.npy", np.array(split_ids, dtype=np.int64))
+    return root
+
+
+class ModelCheckpoint:
+    """Stands in for Lightning's callback class, which keys the callback states of a checkpoint."""
+
+
+class AttributeDict(dict):
+    """Stands in for Lightning's ``hyper_parameters`` container (a dict subclass)."""
+
+
+def save_lightning_checkpoint(path, state_dict, **extra) -> None:
+    """Write ``state_dict`` the way PyTorch Lightning 1.3 does: with callback states keyed by a class,
+    hyper-parameters, optimizer and scheduler states; ``extra`` entries are added or replace those."""
+    checkpoint = {
+        "epoch": 68,
+        "global_step": 34500,
+        "pytorch-lightning_version": "1.3.8",
+        "state_dict": OrderedDict(state_dict),
+        "callbacks": {ModelCheckpoint: {"best_model_score": torch.tensor(540.2), "best_model_path": "best.ckpt"}},
+        "optimizer_states": [{"state": {0: {"exp_avg": torch.randn(3)}}, "param_groups": [{"lr": 1e-5}]}],
+        "lr_schedulers": [{"step_size": 10, "gamma": 0.1, "last_epoch": 68}],
+        "hyper_parameters": AttributeDict(config={"image_size": 224, "lr": 1e-4}),
+        **extra,
+    }
+    torch.save(checkpoint, path)

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from omegaconf import OmegaConf
 
 from conftest import ROOT, TINY_RUN
@@ -56,3 +57,31 @@ def test_each_image_is_encoded_once(trained_run, tmp_path, monkeypatch):
 def test_evaluate_names_a_missing_checkpoint(tmp_path):
     result = _run("evaluate.py", f"checkpoint={tmp_path}/missing.pt", f"hydra.run.dir={tmp_path}")
     assert result.returncode == 2 and "missing.pt" in result.stderr
+
+
+def test_export_folder_evaluates_the_same_and_seeds_training(trained_run, tmp_path, tiny_config):
+    from hat.engine.loop import train
+    from hat.models.export import read_export
+
+    hardware = OmegaConf.create({"device": "cpu", "precision": "fp32", "num_workers": 0, "pin_memory": False,
+                                 "compile": False})
+    export = tmp_path / "export"
+    direct = evaluate_checkpoint(trained_run / "checkpoints" / "best.pt", tmp_path / "a", hardware, export=export)
+    assert sorted(p.name for p in export.iterdir()) == ["config.yaml", "model.safetensors"]
+    assert evaluate_checkpoint(export, tmp_path / "b", hardware) == pytest.approx(direct)
+
+    train(tiny_config("init_weights=" + str(export), "train.max_steps=1", "train.freeze_epochs=5",
+                      "optim.lr=1e-12"), tmp_path / "run")
+    state, _ = read_export(export)
+    from hat.engine.checkpoint import load_checkpoint
+
+    started = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["model"]
+    name = "text_encoder.model.encoder.layer.3.output.dense.weight"  # frozen: unchanged by training
+    assert torch.equal(started[name], state[name])
+
+
+def test_release_checkpoint_needs_a_dataset(tmp_path):
+    fake = tmp_path / "hat_f30k.ckpt"
+    fake.write_bytes(b"")
+    result = _run("evaluate.py", f"checkpoint={fake}", f"hydra.run.dir={tmp_path}")
+    assert result.returncode == 2 and "pass dataset=f30k|coco" in result.stderr

@@ -6,6 +6,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from hat.config import ConfigError
 from hat.models.hat import build_model
 from hat.models.image_encoder import build_image_encoder
 from hat.models.text_encoder import build_tokenizer
@@ -101,7 +102,7 @@ def test_a_tokenizer_without_its_vocabulary_is_an_error(tmp_path):
     vocab = tmp_path / "vocab.txt"
     vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]) + "\n")
     BertTokenizer(str(vocab)).save_pretrained(tmp_path)
-    with pytest.raises(RuntimeError, match=r"only 5 tokens"):
+    with pytest.raises(ConfigError, match=r"only 5 tokens"):
         build_tokenizer(OmegaConf.create({"name": None, "tokenizer": str(tmp_path)}))
 
 

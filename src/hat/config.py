@@ -37,6 +37,7 @@ def validate_train_config(cfg) -> None:
         _check_train(cfg)
         _check_hardware(cfg.hardware)
         _check_resume(cfg.get("resume"))
+        _check_init_weights(cfg.get("init_weights"))
         check_dataset_root(cfg.dataset)
     except (ValueError, FileNotFoundError) as error:
         raise ConfigError(str(error)) from error
@@ -128,6 +129,14 @@ def _check_hardware(cfg) -> None:
             raise ConfigError("hardware.device=cuda but no CUDA GPU is available; use hardware=auto or hardware=cpu")
     if not cfg.num_workers >= 0:
         raise ConfigError(f"hardware.num_workers={cfg.num_workers} must be >= 0")
+
+
+def _check_init_weights(path) -> None:
+    if path is not None and not Path(str(path)).exists():
+        raise ConfigError(
+            f"init_weights={path}: no such file or folder (expected a .pt checkpoint, an exported folder "
+            f"with model.safetensors, or a HAT release .ckpt)"
+        )
 
 
 def _check_resume(resume) -> None:

@@ -1,4 +1,4 @@
-"""Evaluate a saved checkpoint: rebuild its model from the stored config, score a split, write results."""
+"""Evaluate saved weights: rebuild the model from the stored config, score a split, write results."""
 
 from __future__ import annotations
 
@@ -10,11 +10,12 @@ from omegaconf import OmegaConf
 from hat.config import ConfigError, to_plain, validate_model_config
 from hat.data.build import build_splits, check_dataset_root
 from hat.data.datasets import CaptionCollator
-from hat.engine.checkpoint import load_checkpoint
 from hat.engine.evaluation import evaluate_split
 from hat.engine.runtime import resolve_runtime
+from hat.models.export import export_model
 from hat.models.hat import build_model
 from hat.models.text_encoder import build_tokenizer
+from hat.models.weight_sources import load_weights, open_weight_source
 from hat.provenance import provenance
 from hat.results import format_tables, write_results
 
@@ -23,18 +24,36 @@ SPLITS = ("train", "val", "test")
 
 
 def evaluate_checkpoint(
-    checkpoint: Path, run_dir: Path, hardware, split: str = "test", dataset=None, batch_size: int = 128
+    checkpoint: Path,
+    run_dir: Path,
+    hardware,
+    split: str = "test",
+    dataset=None,
+    batch_size: int = 128,
+    release_model=None,
+    export: Path | None = None,
 ) -> dict[str, float]:
-    """Recall table of ``checkpoint`` on ``split`` of its own dataset, or of ``dataset`` when given.
+    """Recall table of the weights at ``checkpoint`` on ``split`` of their dataset, or of ``dataset``.
 
-    The model is rebuilt from the checkpoint's config with random weights (nothing is
-    downloaded) and then loaded from the checkpoint. Prints the table and writes
-    ``run_dir/results.json``. Returns the flat metrics (``test/rsum``, ``test/level1/i2t_r1``, ...).
+    ``checkpoint`` is a training checkpoint, an exported folder or one of HAT's released ``.ckpt``
+    files (see :mod:`hat.models.weight_sources`); a release carries no config of ours, so its
+    architecture is ``release_model`` (``encoder`` and ``alignment`` config) and ``dataset`` is
+    required. The model is rebuilt with random weights (nothing is downloaded) and then loaded.
+    Prints the table, writes ``run_dir/results.json`` and, with ``export``, the converted model.
+    Returns the flat metrics (``test/rsum``, ``test/level1/i2t_r1``, ...).
     """
     if split not in SPLITS:
         raise ConfigError(f"split={split!r} is not one of {SPLITS}")
-    state = load_checkpoint(Path(checkpoint))
-    cfg = OmegaConf.create(state["config"])
+    source = open_weight_source(Path(checkpoint))
+    if source.kind == "release":
+        if dataset is None or release_model is None:
+            raise ConfigError(
+                f"checkpoint={checkpoint} is one of HAT's released checkpoints, which carry no dataset "
+                f"config of ours: pass dataset=f30k|coco dataset.root=PATH"
+            )
+        cfg = OmegaConf.create({"seed": 0, **to_plain(release_model)})
+    else:
+        cfg = OmegaConf.create(source.config)
     if dataset is not None:
         cfg.dataset = dataset
     cfg.encoder.pretrained = False
@@ -44,13 +63,17 @@ def evaluate_checkpoint(
     except (ValueError, FileNotFoundError) as error:
         raise ConfigError(str(error)) from error
 
+    model = build_model(cfg)
+    load_weights(source, model)
+    config = OmegaConf.to_container(cfg, resolve=True)
+    if export is not None:
+        export_model(model.state_dict(), config, Path(export))
+        log.info("exported the model to %s", export)
     runtime = resolve_runtime(hardware)
+    model.to(runtime.device)
     data = build_splits(cfg.dataset, cfg.seed)[split]
     collator = CaptionCollator(build_tokenizer(cfg.encoder.text), cfg.encoder.text.max_length)
-    model = build_model(cfg)
-    model.load_state_dict(state["model"])
-    model.to(runtime.device)
-    log.info("evaluating %s (epoch %s) on %s/%s", checkpoint, state.get("epoch"), cfg.dataset.name, split)
+    log.info("evaluating %s (%s, epoch %s) on %s/%s", checkpoint, source.kind, source.epoch, cfg.dataset.name, split)
     protocols = to_plain(cfg.dataset.get("test_protocols")) if split == "test" else None
     metrics = evaluate_split(
         model, data, collator, cfg.encoder.image.image_size, runtime, batch_size, split, protocols
@@ -60,7 +83,7 @@ def evaluate_checkpoint(
         run_dir / "results.json",
         metrics,
         checkpoint=str(checkpoint),
-        epoch=state.get("epoch"),
-        provenance=provenance(OmegaConf.to_container(cfg, resolve=True)),
+        epoch=source.epoch,
+        provenance=provenance(config),
     )
     return metrics

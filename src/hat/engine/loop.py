@@ -34,6 +34,7 @@ from hat.engine.runtime import resolve_runtime
 from hat.losses import build_loss
 from hat.models.hat import build_model
 from hat.models.text_encoder import build_tokenizer
+from hat.models.weight_sources import load_weights, open_weight_source
 from hat.provenance import provenance
 from hat.results import format_tables, write_results
 from hat.tracking import build_tracker
@@ -70,6 +71,13 @@ def train(cfg, run_dir: Path) -> dict[str, float]:
             f"training pairs of dataset={cfg.dataset.name}"
         )
     log.info("dataset %s: %s", cfg.dataset.name, {name: len(split) for name, split in splits.items()})
+    model = build_model(cfg).to(runtime.device)
+    # The checkpoint records the text architecture actually built, so evaluate.py can rebuild
+    # the model offline (encoder.pretrained=false) whatever hub name or directory it came from.
+    config["encoder"]["text"]["config"] = model.text_encoder.model.config.to_diff_dict()
+    if cfg.get("init_weights"):
+        load_weights(open_weight_source(Path(cfg.init_weights)), model)
+        log.info("initial weights from %s", cfg.init_weights)
     collator = CaptionCollator(build_tokenizer(cfg.encoder.text), cfg.encoder.text.max_length)
     image_size = cfg.encoder.image.image_size
     pairs = PairDataset(
@@ -89,10 +97,6 @@ def train(cfg, run_dir: Path) -> dict[str, float]:
         generator=torch.Generator().manual_seed(cfg.seed),
     )
 
-    model = build_model(cfg).to(runtime.device)
-    # The checkpoint records the text architecture actually built, so evaluate.py can rebuild
-    # the model offline (encoder.pretrained=false) whatever hub name or directory it came from.
-    config["encoder"]["text"]["config"] = model.text_encoder.model.config.to_diff_dict()
     loss_fn = build_loss(cfg.loss).to(runtime.device)
     parameters = list(chain(model.parameters(), loss_fn.parameters()))
     optimizer = torch.optim.Adam(parameters, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)

@@ -8,7 +8,8 @@ import timm
 import torch
 from torch import nn
 
-from hat.config import to_plain
+from hat.config import ConfigError, to_plain
+from hat.models.hub import hub_offline_reason
 from hat.models.weights import load_state_dict_file
 
 
@@ -16,23 +17,28 @@ class ImageEncoder(nn.Module):
     """Tapped token maps of a timm backbone, each through its own LayerNorm (DESIGN.md §2).
 
     A tap at the backbone's last stage/layer goes through the backbone's own final norm
-    (pretrained). Every other stage/layer ``s`` has a new LayerNorm ``stage_norms[str(s)]``
-    (HAT's ``norm_{s-1}``), whether tapped or not, so that HAT's released checkpoints load whole;
-    the norms of untapped stages are never used and never train.
+    (pretrained) when it has one (Swin, ViT). Every other stage/layer ``s`` has a new LayerNorm
+    ``stage_norms[str(s)]`` (HAT's ``norm_{s-1}``), whether tapped or not, so that HAT's released
+    checkpoints load whole; the norms of untapped stages are never used and never train.
 
     Args:
-        backbone: a timm model with ``forward_intermediates``, ``feature_info`` and ``norm``.
-        taps: 1-based stages (Swin) or layers (ViT) to return, ascending.
+        backbone: a timm model with ``forward_intermediates`` and ``feature_info`` (and ``norm``
+            when ``own_final_norm``).
+        taps: 1-based stages (Swin, CNN) or layers (ViT) to return, ascending.
+        own_final_norm: use ``backbone.norm`` for the last stage; otherwise it gets a new norm
+            too (CNNs, whose last stage has no LayerNorm).
     """
 
-    def __init__(self, backbone: nn.Module, taps: list[int]) -> None:
+    def __init__(self, backbone: nn.Module, taps: list[int], own_final_norm: bool = True) -> None:
         super().__init__()
         self.backbone = backbone
         self.taps = list(taps)
         self.depth = len(backbone.feature_info)
         self.widths = [backbone.feature_info[t - 1]["num_chs"] for t in self.taps]
+        self.own_final_norm = own_final_norm
+        new_norm_stages = range(1, self.depth if own_final_norm else self.depth + 1)
         self.stage_norms = nn.ModuleDict(
-            {str(s): nn.LayerNorm(backbone.feature_info[s - 1]["num_chs"]) for s in range(1, self.depth)}
+            {str(s): nn.LayerNorm(backbone.feature_info[s - 1]["num_chs"]) for s in new_norm_stages}
         )
         for stage, norm in self.stage_norms.items():
             norm.requires_grad_(int(stage) in self.taps)
@@ -50,7 +56,8 @@ class ImageEncoder(nn.Module):
         for tap, fmap in zip(self.taps, maps):
             if fmap.dim() == 4:  # (B, C, H, W) -> (B, H * W, C)
                 fmap = fmap.flatten(2).transpose(1, 2)
-            norm = self.backbone.norm if tap == self.depth else self.stage_norms[str(tap)]
+            own = tap == self.depth and self.own_final_norm
+            norm = self.backbone.norm if own else self.stage_norms[str(tap)]
             tokens.append(norm(fmap))
         return tokens
 
@@ -59,28 +66,58 @@ def build_image_encoder(cfg, taps: list[int], pretrained: bool) -> ImageEncoder:
     """Build from ``encoder.image`` config: ``family``, ``name`` (timm), ``weights``, ``kwargs``.
 
     With ``pretrained``, weights come from ``cfg.weights`` (a local state dict file) when set,
-    else from timm's hub; without it, the backbone is random and nothing is downloaded.
+    else from timm's hub (only its local cache when the hub is offline, see
+    :func:`hat.models.hub.hub_offline_reason`); without it, the backbone is random and nothing is
+    downloaded.
     """
     kwargs = to_plain(cfg.get("kwargs")) or {}
-    from_hub = pretrained and not cfg.get("weights")
-    try:
-        backbone = timm.create_model(cfg.name, pretrained=from_hub, num_classes=0, **kwargs)
-    except Exception as error:  # timm raises many kinds when weights cannot be fetched
-        if not from_hub:
-            raise
-        raise RuntimeError(
-            f"could not load pretrained weights for encoder.image.name={cfg.name!r} from the hub "
-            f"({type(error).__name__}: {error}). Without network, download the weights elsewhere and "
-            f"pass encoder.image.weights=PATH (a .safetensors or .pth state dict), or train from "
-            f"scratch with encoder.pretrained=false"
-        ) from error
+    if pretrained and not cfg.get("weights"):
+        backbone = _backbone_from_hub(cfg.name, kwargs)
+    else:
+        backbone = timm.create_model(cfg.name, pretrained=False, num_classes=0, **kwargs)
     if pretrained and cfg.get("weights"):
         state = load_state_dict_file(Path(cfg.weights), "encoder.image.weights")
-        missing, unexpected = backbone.load_state_dict(state, strict=False)
+        missing, _ = backbone.load_state_dict(state, strict=False)
         missing = [k for k in missing if not k.endswith(("attn_mask", "relative_position_index"))]
         if missing:
-            raise RuntimeError(
+            raise ConfigError(
                 f"encoder.image.weights={cfg.weights} does not fit {cfg.name!r}: "
                 f"missing {len(missing)} keys, e.g. {missing[:3]}"
             )
-    return ImageEncoder(backbone, taps)
+    return ImageEncoder(backbone, taps, own_final_norm=cfg.family != "cnn")
+
+
+def _backbone_from_hub(name: str, kwargs: dict) -> nn.Module:
+    """A pretrained timm backbone from the hub, or from the local cache alone when the hub is offline."""
+    how_to = (
+        "download the weights on a machine with network and pass encoder.image.weights=PATH "
+        "(a .safetensors or .pth state dict), or train from random weights with encoder.pretrained=false"
+    )
+    offline = hub_offline_reason()
+    if offline is None:
+        try:
+            return timm.create_model(name, pretrained=True, num_classes=0, **kwargs)
+        except Exception as error:  # timm raises many kinds when weights cannot be fetched
+            raise ConfigError(
+                f"could not load pretrained weights for encoder.image.name={name!r} "
+                f"({type(error).__name__}: {error}); {how_to}"
+            ) from error
+    repo = timm.models.get_pretrained_cfg(name).hf_hub_id
+    cached = _cached_file(repo, ("model.safetensors", "pytorch_model.bin")) if repo else None
+    if cached is None:
+        raise ConfigError(
+            f"no pretrained weights for encoder.image.name={name!r}: the hub is offline ({offline}) and "
+            f"the local Hugging Face cache has no copy of {repo or name!r}; {how_to}"
+        )
+    return timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": cached}, num_classes=0, **kwargs)
+
+
+def _cached_file(repo: str, filenames: tuple[str, ...]) -> str | None:
+    """The first of ``filenames`` present in the local Hugging Face cache of ``repo``."""
+    from huggingface_hub import try_to_load_from_cache
+
+    for filename in filenames:
+        path = try_to_load_from_cache(repo_id=repo, filename=filename)
+        if isinstance(path, str):
+            return path
+    return None

@@ -4,20 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-IMAGE_FAMILIES = ("swin", "vit")
+IMAGE_FAMILIES = ("swin", "vit", "cnn")
 
 
 def default_image_levels(text_levels: Sequence[int], family: str, image_depth: int, text_depth: int) -> list[int]:
     """Image taps (1-based) paired with ``text_levels`` when ``alignment.image_levels`` is null.
 
-    Swin (stages): the last ``n`` stages for ``n`` text levels, so ``[4, 10, 12]`` pairs with
-    stages ``[2, 3, 4]``. ViT (layers): each text layer scaled to the image encoder's depth.
+    Swin and CNNs (stages): the last ``n`` stages for ``n`` text levels, so ``[4, 10, 12]`` pairs
+    with Swin stages ``[2, 3, 4]``. ViT (layers): each text layer scaled to the image encoder's depth.
     """
     n = len(text_levels)
-    if family == "swin":
+    if family in ("swin", "cnn"):
         if n > image_depth:
             raise ValueError(
-                f"alignment.levels has {n} levels but the Swin image encoder has only "
+                f"alignment.levels has {n} levels but the {family} image encoder has only "
                 f"{image_depth} stages; give alignment.image_levels explicitly"
             )
         return list(range(image_depth - n + 1, image_depth + 1))

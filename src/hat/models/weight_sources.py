@@ -1,0 +1,64 @@
+"""Where model weights can come from: our checkpoints, exported folders, and HAT's released checkpoints.
+
+- a ``.pt`` checkpoint written by training (its ``model`` and ``config``);
+- a folder written by ``evaluate.py ... export=DIR`` (``model.safetensors`` + ``config.yaml``);
+- one of the authors' PyTorch-Lightning ``.ckpt`` files (converted by :mod:`hat.models.hat_release`;
+  it carries no config of ours, so the architecture comes from the caller).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from torch import nn
+
+from hat.config import ConfigError
+from hat.engine.checkpoint import load_checkpoint
+from hat.models.export import is_export_folder, read_export
+from hat.models.hat_release import load_release_checkpoint
+
+RELEASE_SUFFIX = ".ckpt"
+
+
+@dataclass
+class WeightSource:
+    """Weights found at ``path``: ``kind`` is ``checkpoint``, ``export`` or ``release``."""
+
+    path: Path
+    kind: str
+    config: dict | None
+    epoch: int | None
+    state_dict: dict | None  # None for releases, which are read and converted by load_weights
+
+
+def open_weight_source(path: Path) -> WeightSource:
+    """Recognise and read what ``path`` holds; errors name the path and what is accepted."""
+    if is_export_folder(path):
+        state, config = read_export(path)
+        return WeightSource(path, "export", config, None, state)
+    if path.suffix == RELEASE_SUFFIX and path.is_file():
+        return WeightSource(path, "release", None, None, None)
+    if path.is_file():
+        checkpoint = load_checkpoint(path)
+        return WeightSource(path, "checkpoint", checkpoint["config"], checkpoint.get("epoch"), checkpoint["model"])
+    raise ConfigError(
+        f"{path} does not exist or is not a model: expected a .pt checkpoint from train.py, a folder with "
+        f"model.safetensors and config.yaml (evaluate.py export=DIR), or a HAT release .ckpt"
+    )
+
+
+def load_weights(source: WeightSource, model: nn.Module) -> None:
+    """Load ``source`` into ``model`` strictly: every weight must be placed."""
+    if source.kind == "release":
+        try:
+            load_release_checkpoint(source.path, model)
+        except ValueError as error:
+            raise ConfigError(str(error)) from error
+        return
+    missing, unexpected = model.load_state_dict(source.state_dict, strict=False)
+    if missing or unexpected:
+        raise ConfigError(
+            f"the weights in {source.path} do not fit the configured model: {len(missing)} missing "
+            f"(e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]})"
+        )

@@ -1,0 +1,103 @@
+"""Pretrained weights: local files load, and with no hub and no local copy the run stops in seconds."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from conftest import ROOT
+from hat.config import ConfigError
+from hat.models import hub
+from hat.models.image_encoder import build_image_encoder
+from hat.models.text_encoder import build_text_encoder, build_tokenizer
+
+UNREACHABLE = "http://127.0.0.1:9"  # the discard port: connection refused at once
+
+
+@pytest.fixture
+def offline_hub(monkeypatch, tmp_path):
+    """No hub (an endpoint that refuses connections) and an empty Hugging Face cache."""
+    monkeypatch.setenv("HF_ENDPOINT", UNREACHABLE)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    hub.hub_offline_reason.cache_clear()
+    yield
+    hub.hub_offline_reason.cache_clear()
+
+
+def test_offline_reason_names_the_variable_or_the_unreachable_host(monkeypatch, offline_hub):
+    assert "127.0.0.1:9 cannot be reached" in hub.hub_offline_reason()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    hub.hub_offline_reason.cache_clear()
+    assert hub.hub_offline_reason() == "HF_HUB_OFFLINE=1 is set"
+
+
+def _image_cfg(**extra):
+    return OmegaConf.create({"family": "swin", "name": "swin_base_patch4_window7_224.ms_in22k", "weights": None,
+                             "kwargs": {}, **extra})
+
+
+def test_missing_image_weights_fail_fast_saying_what_was_tried_and_how_to_fix_it(offline_hub):
+    start = time.monotonic()
+    with pytest.raises(ConfigError) as error:
+        build_image_encoder(_image_cfg(), taps=[2, 3, 4], pretrained=True)
+    message = str(error.value)
+    assert "swin_base_patch4_window7_224.ms_in22k" in message and "127.0.0.1:9" in message
+    assert "encoder.image.weights=PATH" in message and "encoder.pretrained=false" in message
+    assert time.monotonic() - start < 30
+
+
+def test_missing_text_model_and_tokenizer_fail_fast(offline_hub):
+    cfg = OmegaConf.create({"name": "bert-base-uncased", "tokenizer": None, "num_layers": 12})
+    with pytest.raises(ConfigError, match=r"encoder\.text\.name='bert-base-uncased'.*offline.*encoder\.text\.name=DIR"):
+        build_text_encoder(cfg, taps=[12], pretrained=True)
+    with pytest.raises(ConfigError, match=r"tokenizer 'bert-base-uncased'.*offline"):
+        build_tokenizer(cfg)
+
+
+def test_local_image_weights_load_and_must_fit(tmp_path):
+    from safetensors.torch import save_file
+
+    tiny = {"img_size": 32, "window_size": 4, "embed_dim": 16, "depths": [1, 1, 1, 1], "num_heads": [1, 2, 4, 8]}
+    cfg = _image_cfg(name="swin_base_patch4_window7_224", kwargs=tiny)
+    source = build_image_encoder(cfg, taps=[4], pretrained=False).backbone
+    weights = tmp_path / "swin.safetensors"
+    save_file({k: v.contiguous() for k, v in source.state_dict().items()}, weights)
+    loaded = build_image_encoder(OmegaConf.merge(cfg, {"weights": str(weights)}), taps=[4], pretrained=True)
+    torch.testing.assert_close(loaded.backbone.state_dict(), source.state_dict())
+
+    bigger = OmegaConf.merge(cfg, {"weights": str(weights), "kwargs": {"embed_dim": 32}})
+    with pytest.raises(Exception, match=r"swin\.safetensors"):
+        build_image_encoder(bigger, taps=[4], pretrained=True)
+    with pytest.raises(ConfigError, match=r"encoder\.image\.weights=.*nothing\.pth: no such file"):
+        build_image_encoder(OmegaConf.merge(cfg, {"weights": str(tmp_path / "nothing.pth")}), taps=[4], pretrained=True)
+
+
+def test_text_encoder_loads_from_a_saved_directory(tmp_path, offline_hub):
+    from transformers import BertConfig, BertModel
+
+    source = BertModel(BertConfig(vocab_size=100, hidden_size=16, num_hidden_layers=3, num_attention_heads=2,
+                                  intermediate_size=32))
+    source.save_pretrained(tmp_path / "bert")
+    cfg = OmegaConf.create({"name": str(tmp_path / "bert"), "tokenizer": None, "num_layers": 3})
+    encoder = build_text_encoder(cfg, taps=[1, 3], pretrained=True)
+    torch.testing.assert_close(encoder.model.state_dict(), source.state_dict())
+
+
+@pytest.mark.slow
+def test_cli_without_weights_stops_within_a_minute(tmp_path):
+    env = {"HF_ENDPOINT": UNREACHABLE, "HF_HOME": str(tmp_path / "hf"), "PATH": "/usr/bin:/bin"}
+    start = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "train.py", "encoder=hat", "dataset=shapes", f"hydra.run.dir={tmp_path / 'run'}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, env=env,
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "encoder.image.weights=PATH" in result.stderr
+    assert time.monotonic() - start < 60
