@@ -73,7 +73,7 @@ def test_local_image_weights_load_and_must_fit(tmp_path):
     torch.testing.assert_close(loaded.backbone.state_dict(), source.state_dict())
 
     bigger = OmegaConf.merge(cfg, {"weights": str(weights), "kwargs": {"embed_dim": 32}})
-    with pytest.raises(Exception, match=r"swin\.safetensors"):
+    with pytest.raises(ConfigError, match=r"swin\.safetensors does not fit .*size mismatch for patch_embed"):
         build_image_encoder(bigger, taps=[4], pretrained=True)
     with pytest.raises(ConfigError, match=r"encoder\.image\.weights=.*nothing\.pth: no such file"):
         build_image_encoder(OmegaConf.merge(cfg, {"weights": str(tmp_path / "nothing.pth")}), taps=[4], pretrained=True)

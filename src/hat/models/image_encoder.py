@@ -77,7 +77,11 @@ def build_image_encoder(cfg, taps: list[int], pretrained: bool) -> ImageEncoder:
         backbone = timm.create_model(cfg.name, pretrained=False, num_classes=0, **kwargs)
     if pretrained and cfg.get("weights"):
         state = load_state_dict_file(Path(cfg.weights), "encoder.image.weights")
-        missing, _ = backbone.load_state_dict(state, strict=False)
+        try:
+            missing, _ = backbone.load_state_dict(state, strict=False)
+        except RuntimeError as error:  # shape mismatches
+            details = "; ".join(line.strip() for line in str(error).splitlines()[1:4])
+            raise ConfigError(f"encoder.image.weights={cfg.weights} does not fit {cfg.name!r}: {details}") from error
         missing = [k for k in missing if not k.endswith(("attn_mask", "relative_position_index"))]
         if missing:
             raise ConfigError(
