@@ -8,6 +8,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from hat.config import ConfigError
+from hat.data.problems import DatasetError
 from hat.engine.evaluate_checkpoint import evaluate_checkpoint
 
 
@@ -24,7 +25,7 @@ def main(cfg: DictConfig) -> None:
             release_model=cfg.release,
             export=Path(cfg.export) if cfg.export else None,
         )
-    except (ConfigError, FileNotFoundError) as error:
+    except (ConfigError, DatasetError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
 

@@ -8,6 +8,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from hat.config import ConfigError
+from hat.data.problems import DatasetError
 from hat.engine.loop import train
 
 
@@ -16,7 +17,7 @@ def main(cfg: DictConfig) -> float:
     """Run one training job in Hydra's output directory; returns test/rsum (for sweepers)."""
     try:
         results = train(cfg, Path(HydraConfig.get().runtime.output_dir))
-    except ConfigError as error:
+    except (ConfigError, DatasetError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
     return results["test/rsum"]

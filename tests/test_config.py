@@ -113,14 +113,17 @@ def test_bad_values_fail_before_the_model_is_built(monkeypatch, tmp_path, tiny_c
         loop.train(tiny_config("alignment.smooth=0"), tmp_path)
 
 
-def test_cli_missing_dataset_root_exits_quickly_naming_the_path_and_layout(tmp_path):
+@pytest.mark.parametrize(
+    ("overrides", "expected_file"),
+    [(["dataset=coco", "alignment.levels=[4,8,12]"], "dataset_coco.json"), (["dataset=f30k"], "dataset_flickr30k.json")],
+)
+def test_cli_missing_dataset_root_exits_quickly_naming_the_path_and_layout(tmp_path, overrides, expected_file):
     start = time.monotonic()
     result = subprocess.run(
-        [sys.executable, "train.py", "dataset=coco", "dataset.root=/nonexistent", "alignment.levels=[4,8,12]",
-         f"hydra.run.dir={tmp_path}"],
+        [sys.executable, "train.py", *overrides, "dataset.root=/nonexistent", f"hydra.run.dir={tmp_path}"],
         cwd=ROOT, capture_output=True, text=True, timeout=60,
     )
     elapsed = time.monotonic() - start
-    assert result.returncode != 0
-    assert "/nonexistent" in result.stderr and "dataset_coco.json" in result.stderr
+    assert result.returncode == 2
+    assert "dataset.root=/nonexistent" in result.stderr and expected_file in result.stderr
     assert elapsed < 30, f"took {elapsed:.1f} s"

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from PIL import Image
 
+SPLIT_NAMES = ("train", "val", "test")
+
 
 @dataclass(frozen=True)
 class ImageRecord:
@@ -21,6 +23,10 @@ class ImageRecord:
     captions: tuple[str, ...]
     path: Path | None = None
     spec: dict = field(default_factory=dict, compare=False, hash=False)
+
+
+SplitRecords = dict[str, list[ImageRecord]]
+"""The records of each split, keyed by ``SPLIT_NAMES``, before they become :class:`CaptionedImages`."""
 
 
 @dataclass(frozen=True)
