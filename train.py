@@ -10,17 +10,20 @@ from omegaconf import DictConfig
 from hat.config import ConfigError
 from hat.data.problems import DatasetError
 from hat.engine.loop import train
+from hat.metrics import metric_name
 
 
 @hydra.main(config_path="conf", config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float:
-    """Run one training job in Hydra's output directory; returns test/rsum (for sweepers)."""
+    """Run one training job in Hydra's output directory; returns the test rsum (of the first test
+    protocol, e.g. test/coco1k/rsum on COCO) for sweepers."""
     try:
         results = train(cfg, Path(HydraConfig.get().runtime.output_dir))
     except (ConfigError, DatasetError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
-    return results["test/rsum"]
+    protocols = cfg.dataset.get("test_protocols")
+    return results[metric_name("test", "rsum", next(iter(protocols)) if protocols else None)]
 
 
 if __name__ == "__main__":

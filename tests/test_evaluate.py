@@ -85,3 +85,38 @@ def test_release_checkpoint_needs_a_dataset(tmp_path):
     fake.write_bytes(b"")
     result = _run("evaluate.py", f"checkpoint={fake}", f"hydra.run.dir={tmp_path}")
     assert result.returncode == 2 and "pass dataset=f30k|coco" in result.stderr
+
+
+@pytest.mark.parametrize("layout", ["f30k-karpathy", "coco-vsepp"])
+def test_cli_train_and_evaluate_on_datasets_on_disk(tmp_path, layout):
+    from conftest import TINY_TRAINING, make_karpathy_dataset, make_vsepp_coco_dataset
+
+    name = layout.split("-")[0]
+    counts = {"train": 8, "val": 5, "test": 5}
+    root = (make_vsepp_coco_dataset if layout == "coco-vsepp" else make_karpathy_dataset)(
+        tmp_path / "data", **({"counts": counts} if layout == "coco-vsepp" else {"name": name, "splits": counts})
+    )
+    run = tmp_path / "run"
+    trained = _run("train.py", *TINY_TRAINING, f"dataset={name}", f"dataset.root={root}", "train.epochs=1",
+                   f"hydra.run.dir={run}")
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    evaluated = _run("evaluate.py", f"checkpoint={run}/checkpoints/best.pt", "hardware=cpu",
+                     f"hydra.run.dir={tmp_path / 'eval'}")
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    metrics = json.loads((tmp_path / "eval" / "results.json").read_text())["metrics"]
+    assert metrics == pytest.approx(json.loads((run / "results.json").read_text())["metrics"], abs=1e-6)
+    expected = ["test/rsum"] if name == "f30k" else ["test/coco1k/rsum", "test/coco5k/rsum"]
+    assert all(key in metrics for key in expected)
+    if name == "coco":
+        assert "coco1k:" in evaluated.stdout and "coco5k:" in evaluated.stdout
+
+
+def test_cli_reports_every_missing_image_and_exits_2(tmp_path):
+    from conftest import TINY_TRAINING, make_karpathy_dataset
+
+    root = make_karpathy_dataset(tmp_path / "data", "f30k", {"train": 4, "val": 2, "test": 2})
+    (root / "images" / "00001.jpg").unlink()
+    (root / "images" / "00006.jpg").unlink()
+    result = _run("train.py", *TINY_TRAINING, "dataset=f30k", f"dataset.root={root}", f"hydra.run.dir={tmp_path / 'run'}")
+    assert result.returncode == 2 and "error:" in result.stderr
+    assert "00001.jpg" in result.stderr and "00006.jpg" in result.stderr
