@@ -112,3 +112,13 @@ def test_declared_text_depth_must_match_the_model():
     cfg = compose_config("train", ["encoder=tiny", "encoder.text.config.num_hidden_layers=6"])
     with pytest.raises(ValueError, match=r"encoder\.text\.num_layers=12 but .* has 6 layers"):
         build_model(cfg)
+
+
+def test_cnn_stages_are_levels_each_with_a_new_norm():
+    cfg = OmegaConf.create({"family": "cnn", "name": "efficientnet_lite0", "weights": None, "kwargs": {}})
+    encoder = build_image_encoder(cfg, taps=[3, 4, 5], pretrained=False).eval()
+    assert encoder.widths == [40, 112, 320]
+    assert set(encoder.stage_norms) == {"1", "2", "3", "4", "5"}  # a CNN has no LayerNorm of its own
+    with torch.no_grad():
+        tokens = encoder(torch.randn(1, 3, 224, 224))
+    assert [tuple(x.shape) for x in tokens] == [(1, 784, 40), (1, 196, 112), (1, 49, 320)]
