@@ -10,6 +10,7 @@ from omegaconf import DictConfig
 from hat.config import ConfigError
 from hat.data.problems import DatasetError
 from hat.engine.loop import train
+from hat.engine.preemption import EXIT_PREEMPTED, Preempted
 from hat.metrics import metric_name
 
 
@@ -22,6 +23,9 @@ def main(cfg: DictConfig) -> float:
     except (ConfigError, DatasetError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
+    except Preempted as stop:
+        print(f"preempted: {stop}", file=sys.stderr)
+        sys.exit(EXIT_PREEMPTED)
     protocols = cfg.dataset.get("test_protocols")
     return results[metric_name("test", "rsum", next(iter(protocols)) if protocols else None)]
 

@@ -102,3 +102,30 @@ def test_bf16_autocast_training_steps_stay_finite(tmp_path, tiny_config):
     last = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
     assert last["step"] == 3
     assert all(torch.isfinite(tensor).all() for tensor in last["model"].values() if tensor.is_floating_point())
+
+
+def test_a_run_stopped_mid_epoch_resumes_to_identical_weights(tmp_path, tiny_config):
+    straight = tmp_path / "straight"
+    train(tiny_config("train.epochs=2"), straight)
+
+    stopped = tmp_path / "stopped"
+    train(tiny_config("train.epochs=2", "train.max_steps=5"), stopped)
+    mid = load_checkpoint(stopped / "checkpoints" / "last.pt")
+    assert (mid["epoch"], mid["batch"], mid["step"]) == (0, 5, 5)
+    train(tiny_config("train.epochs=2", "resume=auto"), stopped)
+
+    a = load_checkpoint(straight / "checkpoints" / "last.pt")
+    b = load_checkpoint(stopped / "checkpoints" / "last.pt")
+    assert (b["epoch"], b["batch"], b["step"]) == (a["epoch"], a["batch"], a["step"]) == (2, 0, 30)
+    for name, tensor in a["model"].items():
+        assert torch.equal(tensor, b["model"][name]), name
+
+
+def test_throughput_metrics_are_logged(tmp_path, tiny_config):
+    train(tiny_config("train.epochs=1", "train.log_every=5"), tmp_path)
+    lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    logged = [line for line in lines if "train/loss" in line]
+    assert [line["step"] for line in logged] == [5, 10, 15]
+    for line in logged:
+        assert line["train/samples_per_s"] > 0 and 0 <= line["train/data_wait_share"] <= 1
+        assert line["train/step_time_s"] > 0 and line["train/lr"] == pytest.approx(1e-3)

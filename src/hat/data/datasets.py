@@ -62,22 +62,28 @@ class ImageDataset(Dataset):
 
 
 class EpochShuffleSampler(Sampler[int]):
-    """A permutation of ``range(size)`` that depends only on ``(seed, epoch)``."""
+    """A permutation of ``range(size)`` that depends only on ``(seed, epoch)``.
+
+    ``set_epoch(epoch, skip=k)`` starts the epoch's permutation at position ``k``, so that a run
+    resumed mid-epoch sees exactly the samples it had not seen yet.
+    """
 
     def __init__(self, size: int, seed: int) -> None:
         self.size = size
         self.seed = seed
         self.epoch = 0
+        self.skip = 0
 
-    def set_epoch(self, epoch: int) -> None:
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
         self.epoch = epoch
+        self.skip = skip
 
     def __len__(self) -> int:
-        return self.size
+        return self.size - self.skip
 
     def __iter__(self) -> Iterator[int]:
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        return iter(torch.randperm(self.size, generator=generator).tolist())
+        return iter(torch.randperm(self.size, generator=generator)[self.skip :].tolist())
 
 
 class CaptionCollator:

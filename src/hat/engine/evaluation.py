@@ -44,6 +44,7 @@ def encode_split(
         batch_size=batch_size,
         num_workers=runtime.num_workers,
         pin_memory=runtime.pin_memory,
+        generator=torch.Generator().manual_seed(0),  # leave the global RNG (training's dropout) untouched
     )
     image_chunks: list[list[torch.Tensor]] = [[] for _ in range(model.num_levels)]
     for pixels, _ in loader:

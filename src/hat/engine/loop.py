@@ -30,7 +30,9 @@ from hat.engine.checkpoint import (
     save_checkpoint,
 )
 from hat.engine.evaluation import evaluate_split
+from hat.engine.preemption import Preempted, PreemptionSignals
 from hat.engine.runtime import resolve_runtime
+from hat.engine.throughput import ThroughputMeter
 from hat.losses import build_loss
 from hat.models.hat import build_model
 from hat.models.text_encoder import build_tokenizer
@@ -48,6 +50,7 @@ class Progress:
 
     epoch: int = 0  # finished epochs
     step: int = 0  # optimizer steps
+    batch: int = 0  # batches done in the current (unfinished) epoch
     best_metric: float | None = None
     best_epoch: int | None = None
 
@@ -115,9 +118,13 @@ def train(cfg, run_dir: Path) -> dict[str, float]:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
-        progress = Progress(state["epoch"], state["step"], state["best_metric"], state["best_epoch"])
+        progress = Progress(
+            state["epoch"], state["step"], state["batch"], state["best_metric"], state["best_epoch"]
+        )
         restore_rng_state(state["rng"])
-        log.info("resumed from %s at epoch %d, step %d", resume_path, progress.epoch, progress.step)
+        log.info(
+            "resumed from %s at epoch %d, batch %d, step %d", resume_path, progress.epoch, progress.batch, progress.step
+        )
 
     def checkpoint_state() -> dict:
         return {
@@ -129,6 +136,7 @@ def train(cfg, run_dir: Path) -> dict[str, float]:
             "scaler": scaler.state_dict(),
             "epoch": progress.epoch,
             "step": progress.step,
+            "batch": progress.batch,
             "best_metric": progress.best_metric,
             "best_epoch": progress.best_epoch,
             "rng": capture_rng_state(),
@@ -136,95 +144,104 @@ def train(cfg, run_dir: Path) -> dict[str, float]:
         }
 
     tracker = build_tracker(cfg.logger, run_dir)
+    batches_per_epoch = len(pairs) // cfg.train.batch_size
     try:
-        tracker.log_config(config)
-        max_steps = cfg.train.max_steps or math.inf
-        while progress.epoch < cfg.train.epochs and progress.step < max_steps:
-            epoch = progress.epoch
-            frozen = epoch < cfg.train.freeze_epochs
-            model.set_encoders_frozen(frozen)
-            if hasattr(loss_fn, "set_epoch"):
-                loss_fn.set_epoch(epoch)
-            model.train()
-            pairs.set_epoch(epoch)
-            sampler.set_epoch(epoch)
-            bar = tqdm(loader, desc=f"epoch {epoch}", leave=False, mininterval=1.0, dynamic_ncols=True, disable=None)
-            window_start, window_samples = time.perf_counter(), 0
-            for batch in bar:
-                images = batch["images"].to(runtime.device, non_blocking=True)
-                ids = batch["input_ids"].to(runtime.device, non_blocking=True)
-                mask = batch["attention_mask"].to(runtime.device, non_blocking=True)
-                with runtime.autocast():
-                    loss = loss_fn(step_fn(images, ids, mask))
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                if cfg.optim.grad_clip:
-                    scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(parameters, cfg.optim.grad_clip)
-                scaler.step(optimizer)
-                scaler.update()
-                progress.step += 1
-                window_samples += images.shape[0]
-                if progress.step % cfg.train.log_every == 0:
-                    elapsed = time.perf_counter() - window_start
-                    rate = window_samples / max(elapsed, 1e-9)
-                    bar.set_postfix(loss=f"{loss.item():.3f}", samples_per_s=f"{rate:.1f}")
-                    tracker.log_metrics(
-                        {
-                            "train/loss": loss.item(),
-                            "train/lr": optimizer.param_groups[0]["lr"],
-                            "train/samples_per_s": rate,
-                            "train/epoch": epoch,
-                            "train/encoders_frozen": float(frozen),
-                        },
-                        progress.step,
-                    )
-                    window_start, window_samples = time.perf_counter(), 0
-                if progress.step >= max_steps:
-                    break
-            bar.close()
-            scheduler.step()
-            progress.epoch += 1
+        with PreemptionSignals() as signals:
+            tracker.log_config(config)
+            max_steps = cfg.train.max_steps or math.inf
+            while progress.epoch < cfg.train.epochs and progress.step < max_steps:
+                epoch = progress.epoch
+                frozen = epoch < cfg.train.freeze_epochs
+                model.set_encoders_frozen(frozen)
+                if hasattr(loss_fn, "set_epoch"):
+                    loss_fn.set_epoch(epoch)
+                model.train()
+                pairs.set_epoch(epoch)
+                sampler.set_epoch(epoch, skip=progress.batch * cfg.train.batch_size)
+                bar = tqdm(loader, desc=f"epoch {epoch}", leave=False, mininterval=1.0, dynamic_ncols=True, disable=None)
+                meter = ThroughputMeter(runtime.device)
+                for batch in bar:
+                    meter.batch_arrived()
+                    images = batch["images"].to(runtime.device, non_blocking=True)
+                    ids = batch["input_ids"].to(runtime.device, non_blocking=True)
+                    mask = batch["attention_mask"].to(runtime.device, non_blocking=True)
+                    with runtime.autocast():
+                        loss = loss_fn(step_fn(images, ids, mask))
+                    optimizer.zero_grad(set_to_none=True)
+                    scaler.scale(loss).backward()
+                    if cfg.optim.grad_clip:
+                        scaler.unscale_(optimizer)
+                        torch.nn.utils.clip_grad_norm_(parameters, cfg.optim.grad_clip)
+                    scaler.step(optimizer)
+                    scaler.update()
+                    progress.step += 1
+                    progress.batch += 1
+                    meter.step_done(images.shape[0])
+                    if progress.step % cfg.train.log_every == 0:
+                        rates = meter.read_and_reset()
+                        bar.set_postfix(loss=f"{loss.item():.3f}", samples_per_s=f"{rates['train/samples_per_s']:.1f}")
+                        tracker.log_metrics(
+                            {
+                                "train/loss": loss.item(),
+                                "train/lr": optimizer.param_groups[0]["lr"],
+                                **rates,
+                                "train/epoch": epoch,
+                                "train/encoders_frozen": float(frozen),
+                            },
+                            progress.step,
+                        )
+                    if signals.requested:
+                        bar.close()
+                        save_checkpoint(checkpoint_state(), checkpoints / "last.pt")
+                        tracker.log_metrics({"train/preempted_at_step": progress.step}, progress.step)
+                        raise Preempted(signals.requested, progress.step)
+                    if progress.step >= max_steps:
+                        break
+                bar.close()
+                if progress.batch >= batches_per_epoch:
+                    scheduler.step()
+                    progress.epoch += 1
+                    progress.batch = 0
 
-            val = evaluate_split(
-                model, splits["val"], collator, image_size, runtime, cfg.eval.batch_size, "val"
-            )
-            value = sum(val[name] for name in monitor_names)
-            tracker.log_metrics({**val, "val/monitor": value, "train/epoch": epoch}, progress.step)
-            log.info(
-                "epoch %d step %d: val/rsum %.2f, %s %.2f", epoch, progress.step, val["val/rsum"], cfg.train.monitor, value
-            )
-            improved = progress.best_metric is None or (
-                value > progress.best_metric if higher_is_better else value < progress.best_metric
-            )
-            if improved:
-                progress.best_metric, progress.best_epoch = value, epoch
-            state = checkpoint_state()
-            if improved:
-                save_checkpoint(state, checkpoints / "best.pt")
-            save_checkpoint(state, checkpoints / "last.pt")
+                val = evaluate_split(
+                    model, splits["val"], collator, image_size, runtime, cfg.eval.batch_size, "val"
+                )
+                value = sum(val[name] for name in monitor_names)
+                tracker.log_metrics({**val, "val/monitor": value, "train/epoch": epoch}, progress.step)
+                log.info(
+                    "epoch %d step %d: val/rsum %.2f, %s %.2f", epoch, progress.step, val["val/rsum"], cfg.train.monitor, value
+                )
+                improved = progress.best_metric is None or (
+                    value > progress.best_metric if higher_is_better else value < progress.best_metric
+                )
+                if improved:
+                    progress.best_metric, progress.best_epoch = value, epoch
+                state = checkpoint_state()
+                if improved:
+                    save_checkpoint(state, checkpoints / "best.pt")
+                save_checkpoint(state, checkpoints / "last.pt")
 
-        best_path = checkpoints / "best.pt"
-        model.load_state_dict(load_checkpoint(best_path)["model"])
-        protocols = to_plain(cfg.dataset.get("test_protocols"))
-        test = evaluate_split(
-            model, splits["test"], collator, image_size, runtime, cfg.eval.batch_size, "test", protocols
-        )
-        tracker.log_metrics(test, progress.step)
-        tracker.log_summary({**test, "best/monitor": progress.best_metric, "best/epoch": progress.best_epoch})
-        print(
-            f"\ntest split, best checkpoint (epoch {progress.best_epoch}):\n"
-            + format_tables(test, "test", model.num_levels, protocols)
-        )
-        write_results(
-            run_dir / "results.json",
-            test,
-            checkpoint=str(best_path),
-            best_epoch=progress.best_epoch,
-            monitor={cfg.train.monitor: progress.best_metric},
-            provenance=provenance(config),
-        )
-        return test
+            best_path = checkpoints / "best.pt"
+            model.load_state_dict(load_checkpoint(best_path)["model"])
+            protocols = to_plain(cfg.dataset.get("test_protocols"))
+            test = evaluate_split(
+                model, splits["test"], collator, image_size, runtime, cfg.eval.batch_size, "test", protocols
+            )
+            tracker.log_metrics(test, progress.step)
+            tracker.log_summary({**test, "best/monitor": progress.best_metric, "best/epoch": progress.best_epoch})
+            print(
+                f"\ntest split, best checkpoint (epoch {progress.best_epoch}):\n"
+                + format_tables(test, "test", model.num_levels, protocols)
+            )
+            write_results(
+                run_dir / "results.json",
+                test,
+                checkpoint=str(best_path),
+                best_epoch=progress.best_epoch,
+                monitor={cfg.train.monitor: progress.best_metric},
+                provenance=provenance(config),
+            )
+            return test
     finally:
         tracker.finish()
 
