@@ -5,10 +5,11 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from hat.config import ConfigError
 from hat.data.problems import DatasetError
+from hat.engine.distributed import follower_overrides, run_stamp
 from hat.engine.loop import train
 from hat.engine.preemption import EXIT_PREEMPTED, Preempted
 from hat.metrics import metric_name
@@ -31,4 +32,6 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
+    OmegaConf.register_new_resolver("run_stamp", run_stamp)
+    sys.argv += follower_overrides()
     main()

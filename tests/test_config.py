@@ -31,7 +31,7 @@ def test_every_group_option_composes_and_its_model_config_is_valid(group, option
 @pytest.mark.parametrize("path", sorted(CONF.rglob("*.yaml")), ids=lambda p: str(p.relative_to(CONF)))
 def test_every_config_file_starts_with_the_command_that_uses_it(path):
     lines = [line for line in path.read_text().splitlines() if not line.startswith("# @package")]
-    assert lines[0].startswith("# python "), f"{path} should begin with a '# python ...' comment"
+    assert lines[0].startswith(("# python ", "# torchrun ")), f"{path} should begin with the command that uses it"
 
 
 def test_defaults_reproduce_hat_recipe():

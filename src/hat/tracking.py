@@ -43,6 +43,22 @@ class JsonlTracker:
         self._handle.close()
 
 
+class NullTracker:
+    """Records nothing (the trackers of ranks other than 0)."""
+
+    def log_config(self, config: dict) -> None:
+        pass
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        pass
+
+    def log_summary(self, summary: dict[str, float]) -> None:
+        pass
+
+    def finish(self) -> None:
+        pass
+
+
 class MultiTracker:
     """Forwards every call to several trackers."""
 

@@ -62,44 +62,60 @@ class ImageDataset(Dataset):
 
 
 class EpochShuffleSampler(Sampler[int]):
-    """A permutation of ``range(size)`` that depends only on ``(seed, epoch)``.
+    """This process's share of a permutation of ``range(size)`` that depends only on ``(seed, epoch)``.
 
-    ``set_epoch(epoch, skip=k)`` starts the epoch's permutation at position ``k``, so that a run
-    resumed mid-epoch sees exactly the samples it had not seen yet.
+    The permutation is cut into global batches of ``batch_size * world_size`` (a last partial one is
+    dropped); rank ``r`` takes the ``r``-th slice of ``batch_size`` of each, so the ranks' batches,
+    concatenated in rank order, are exactly the batches of one process with the global batch.
+    ``set_epoch(epoch, skip_batches=k)`` starts after ``k`` batches, so that a run resumed
+    mid-epoch sees exactly the samples it had not seen yet.
     """
 
-    def __init__(self, size: int, seed: int) -> None:
+    def __init__(self, size: int, seed: int, batch_size: int = 1, rank: int = 0, world_size: int = 1) -> None:
         self.size = size
         self.seed = seed
+        self.batch_size = batch_size
+        self.rank = rank
+        self.world_size = world_size
         self.epoch = 0
-        self.skip = 0
+        self.skip_batches = 0
 
-    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+    @property
+    def batches_per_epoch(self) -> int:
+        return self.size // (self.batch_size * self.world_size)
+
+    def set_epoch(self, epoch: int, skip_batches: int = 0) -> None:
         self.epoch = epoch
-        self.skip = skip
+        self.skip_batches = skip_batches
 
     def __len__(self) -> int:
-        return self.size - self.skip
+        return (self.batches_per_epoch - self.skip_batches) * self.batch_size
 
     def __iter__(self) -> Iterator[int]:
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        return iter(torch.randperm(self.size, generator=generator)[self.skip :].tolist())
+        order = torch.randperm(self.size, generator=generator)
+        batches = order[: self.batches_per_epoch * self.batch_size * self.world_size].view(
+            self.batches_per_epoch, self.world_size, self.batch_size
+        )
+        return iter(batches[self.skip_batches :, self.rank].flatten().tolist())
 
 
 class CaptionCollator:
     """Batches ``PairDataset`` items, tokenising captions to at most ``max_length`` tokens.
 
     Returns a dict: ``images (B, 3, S, S)``, ``input_ids (B, W)``, ``attention_mask (B, W)`` with
-    ``W`` the longest caption in the batch, and ``image_index (B,)``.
+    ``W`` the longest caption in the batch (``max_length`` with ``pad_to_max_length``, which
+    processes that gather captions need), and ``image_index (B,)``.
     """
 
-    def __init__(self, tokenizer, max_length: int) -> None:
+    def __init__(self, tokenizer, max_length: int, pad_to_max_length: bool = False) -> None:
         self.tokenizer = tokenizer
         self.max_length = max_length
+        self.padding = "max_length" if pad_to_max_length else True
 
     def tokenize(self, captions: list[str]) -> dict[str, torch.Tensor]:
         tokens = self.tokenizer(
-            captions, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+            captions, padding=self.padding, truncation=True, max_length=self.max_length, return_tensors="pt"
         )
         return {"input_ids": tokens["input_ids"], "attention_mask": tokens["attention_mask"]}
 

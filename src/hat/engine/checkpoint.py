@@ -7,9 +7,10 @@ A checkpoint is a plain dict:
   temperature, or empty);
 - ``optimizer``, ``scheduler``, ``scaler``: their state dicts;
 - ``epoch``: the number of finished epochs (training resumes at this epoch index);
-- ``step``: optimizer steps taken;
+- ``step``: optimizer steps taken; ``batch``: batches done in the unfinished epoch ``epoch``
+  (0 at an epoch boundary), where a resumed run continues;
 - ``best_metric``, ``best_epoch``: the best value of ``train.monitor`` so far and its epoch;
-- ``rng``: ``{"torch": CPU state, "cuda": [per-device states]}``;
+- ``rng``: one ``{"torch": CPU state, "cuda": [per-device states]}`` per process, in rank order;
 - ``config``: the resolved run config as a plain dict.
 """
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 
 from hat.data.datasets import CaptionCollator, ImageDataset
 from hat.data.records import CaptionedImages
 from hat.data.transforms import eval_transform
+from hat.engine.distributed import Distributed, gather
 from hat.engine.runtime import Runtime
 from hat.metrics import prefixed, retrieval_recall
 from hat.models.hat import HATModel
@@ -36,11 +37,17 @@ def encode_split(
     image_size: int,
     runtime: Runtime,
     batch_size: int,
+    ranks: Distributed = Distributed(),
 ) -> EncodedSplit:
-    """Run both encoders over a split: each unique image once, each caption once."""
+    """Run both encoders over a split: each unique image once, each caption once.
+
+    Under torch.distributed each process encodes a contiguous shard of the images and of their
+    captions and the shards are gathered, so every process ends with the whole split's features.
+    """
     model.eval()
+    lo, hi, shard = _shard(len(split), ranks)
     loader = DataLoader(
-        ImageDataset(split, eval_transform(image_size)),
+        Subset(ImageDataset(split, eval_transform(image_size)), range(lo, hi)),
         batch_size=batch_size,
         num_workers=runtime.num_workers,
         pin_memory=runtime.pin_memory,
@@ -53,32 +60,58 @@ def encode_split(
         for chunks, level in zip(image_chunks, levels):
             chunks.append(level.half())
 
-    captions = split.captions()
-    tokens = collator.tokenize(captions)  # padded to the longest caption of the split
+    per_image = split.captions_per_image
+    tokens = collator.tokenize(split.captions())  # padded to the longest caption of the split
     caption_chunks: list[list[torch.Tensor]] = [[] for _ in range(model.num_levels)]
-    for start in range(0, len(captions), batch_size):
-        ids = tokens["input_ids"][start : start + batch_size].to(runtime.device)
-        mask = tokens["attention_mask"][start : start + batch_size].to(runtime.device)
+    for start in range(lo * per_image, hi * per_image, batch_size):
+        stop = min(start + batch_size, hi * per_image)
+        ids = tokens["input_ids"][start:stop].to(runtime.device)
+        mask = tokens["attention_mask"][start:stop].to(runtime.device)
         with runtime.autocast():
             levels, _ = model.encode_captions(ids, mask)
         for chunks, level in zip(caption_chunks, levels):
             chunks.append(level.half())
     return EncodedSplit(
-        images=[torch.cat(chunks) for chunks in image_chunks],
-        captions=[torch.cat(chunks) for chunks in caption_chunks],
+        images=[_gather_shards(torch.cat(chunks), shard, len(split)) for chunks in image_chunks],
+        captions=[
+            _gather_shards(torch.cat(chunks), shard * per_image, len(split) * per_image) for chunks in caption_chunks
+        ],
         lengths=tokens["attention_mask"].sum(dim=1).to(runtime.device),
     )
 
 
+def _shard(count: int, ranks: Distributed) -> tuple[int, int, int]:
+    """``(first, end, shard size)`` of this process's contiguous share of ``count`` items."""
+    if count < ranks.world_size:
+        raise ValueError(f"cannot share {count} images between {ranks.world_size} processes")
+    size = -(-count // ranks.world_size)
+    lo = min(ranks.rank * size, count)
+    return lo, min(lo + size, count), size
+
+
+def _gather_shards(local: torch.Tensor, shard: int, count: int) -> torch.Tensor:
+    """Every process's ``local`` rows (padded to ``shard``), concatenated in rank order, first ``count`` rows."""
+    padding = shard - local.shape[0]
+    if padding:
+        local = torch.cat([local, local.new_zeros((padding, *local.shape[1:]))])
+    return gather(local)[:count]
+
+
 @torch.no_grad()
-def level_similarities(model: HATModel, encoded: EncodedSplit, runtime: Runtime) -> list[torch.Tensor]:
-    """One ``(N, K * N)`` float32 score matrix per level. On the CPU, half features are scored in float32."""
+def level_similarities(
+    model: HATModel, encoded: EncodedSplit, runtime: Runtime, ranks: Distributed = Distributed()
+) -> list[torch.Tensor]:
+    """One ``(N, K * N)`` float32 score matrix per level; processes share the rows. On the CPU,
+    half features are scored in float32."""
+    lo, hi, shard = _shard(encoded.images[0].shape[0], ranks)
     sims = []
     for images, captions in zip(encoded.images, encoded.captions):
+        images = images[lo:hi]
         if runtime.device.type == "cpu":
             images, captions = images.float(), captions.float()
         with runtime.autocast():
-            sims.append(model.level_similarities([images], [captions], encoded.lengths)[0])
+            rows = model.level_similarities([images], [captions], encoded.lengths)[0]
+        sims.append(_gather_shards(rows, shard, encoded.images[0].shape[0]))
     return sims
 
 
@@ -137,8 +170,9 @@ def evaluate_split(
     batch_size: int,
     split_name: str,
     protocols: dict[str, int] | None = None,
+    ranks: Distributed = Distributed(),
 ) -> dict[str, float]:
     """Encode ``split`` once and return its recall tables under ``split_name`` (see :func:`protocol_tables`)."""
-    encoded = encode_split(model, split, collator, image_size, runtime, batch_size)
-    sims = level_similarities(model, encoded, runtime)
+    encoded = encode_split(model, split, collator, image_size, runtime, batch_size, ranks)
+    sims = level_similarities(model, encoded, runtime, ranks)
     return protocol_tables(sims, split_name, split.captions_per_image, protocols)

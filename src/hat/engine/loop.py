@@ -15,6 +15,7 @@ from itertools import chain
 from pathlib import Path
 
 import torch
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -29,6 +30,15 @@ from hat.engine.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
+from hat.engine.distributed import (
+    any_rank,
+    barrier,
+    from_environment,
+    gather_objects,
+    gather_with_grad,
+    init_process_group,
+    shutdown_process_group,
+)
 from hat.engine.evaluation import evaluate_split
 from hat.engine.preemption import Preempted, PreemptionSignals
 from hat.engine.runtime import resolve_runtime
@@ -39,7 +49,7 @@ from hat.models.text_encoder import build_tokenizer
 from hat.models.weight_sources import load_weights, open_weight_source
 from hat.provenance import provenance
 from hat.results import format_tables, write_results
-from hat.tracking import build_tracker
+from hat.tracking import NullTracker, build_tracker
 
 log = logging.getLogger(__name__)
 
@@ -63,9 +73,11 @@ def train(cfg, run_dir: Path) -> dict[str, float]:
     validate_train_config(cfg)
     config = to_plain(cfg)
     monitor_names, higher_is_better = monitor_terms(cfg.train.monitor, len(cfg.alignment.levels))
+    ranks = from_environment()
     torch.manual_seed(cfg.seed)
-    runtime = resolve_runtime(cfg.hardware)
-    log.info("device %s, precision %s", runtime.device, runtime.precision)
+    runtime = resolve_runtime(cfg.hardware, ranks.local_rank)
+    init_process_group(ranks, runtime.device.type)
+    log.info("device %s, precision %s, process %d of %d", runtime.device, runtime.precision, ranks.rank, ranks.world_size)
 
     splits = build_splits(cfg.dataset, cfg.seed)
     if splits["train"].num_pairs < cfg.train.batch_size:
@@ -81,19 +93,22 @@ def train(cfg, run_dir: Path) -> dict[str, float]:
     if cfg.get("init_weights"):
         load_weights(open_weight_source(Path(cfg.init_weights)), model)
         log.info("initial weights from %s", cfg.init_weights)
-    collator = CaptionCollator(build_tokenizer(cfg.encoder.text), cfg.encoder.text.max_length)
+    model.feature_gather = gather_with_grad  # global negatives: every rank scores the whole global batch
+    torch.manual_seed(cfg.seed + ranks.rank)  # same initial weights, a dropout stream per rank
+    collator = CaptionCollator(
+        build_tokenizer(cfg.encoder.text), cfg.encoder.text.max_length, pad_to_max_length=ranks.enabled
+    )
     image_size = cfg.encoder.image.image_size
     pairs = PairDataset(
         splits["train"],
         train_transform(image_size, cfg.dataset.train_crop_scale, cfg.dataset.train_hflip),
         cfg.seed,
     )
-    sampler = EpochShuffleSampler(len(pairs), cfg.seed)
+    sampler = EpochShuffleSampler(len(pairs), cfg.seed, cfg.train.batch_size, ranks.rank, ranks.world_size)
     loader = DataLoader(
         pairs,
         batch_size=cfg.train.batch_size,
         sampler=sampler,
-        drop_last=True,
         collate_fn=collator,
         num_workers=runtime.num_workers,
         pin_memory=runtime.pin_memory,
@@ -105,7 +120,15 @@ def train(cfg, run_dir: Path) -> dict[str, float]:
     optimizer = torch.optim.Adam(parameters, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.optim.step_size, gamma=cfg.optim.gamma)
     scaler = runtime.grad_scaler()
-    step_fn = torch.compile(model) if runtime.compile else model
+
+    def wrap_for_training() -> torch.nn.Module:
+        """The model as the step calls it: DDP across processes (which syncs exactly the parameters
+        that require grad now, so it is rebuilt when the freeze schedule changes them), compiled on GPUs."""
+        wrapped = model
+        if ranks.enabled:
+            device_ids = [runtime.device.index] if runtime.device.type == "cuda" else None
+            wrapped = DistributedDataParallel(model, device_ids=device_ids)
+        return torch.compile(wrapped) if runtime.compile else wrapped
     log.info("model: %.1fM parameters", sum(p.numel() for p in model.parameters()) / 1e6)
 
     checkpoints = run_dir / "checkpoints"
@@ -121,7 +144,7 @@ def train(cfg, run_dir: Path) -> dict[str, float]:
         progress = Progress(
             state["epoch"], state["step"], state["batch"], state["best_metric"], state["best_epoch"]
         )
-        restore_rng_state(state["rng"])
+        restore_rng_state(_own_rng_state(state["rng"], ranks))
         log.info(
             "resumed from %s at epoch %d, batch %d, step %d", resume_path, progress.epoch, progress.batch, progress.step
         )
@@ -139,25 +162,34 @@ def train(cfg, run_dir: Path) -> dict[str, float]:
             "batch": progress.batch,
             "best_metric": progress.best_metric,
             "best_epoch": progress.best_epoch,
-            "rng": capture_rng_state(),
+            "rng": gather_objects(capture_rng_state()),  # one entry per rank
             "config": config,
         }
 
-    tracker = build_tracker(cfg.logger, run_dir)
-    batches_per_epoch = len(pairs) // cfg.train.batch_size
+    tracker = build_tracker(cfg.logger, run_dir) if ranks.is_main else NullTracker()
+
+    def save_checkpoint_on_main(state: dict, path: Path) -> None:
+        """Rank 0 writes; every rank waits for it, so a following read sees the file."""
+        if ranks.is_main:
+            save_checkpoint(state, path)
+        barrier()
+
     try:
         with PreemptionSignals() as signals:
             tracker.log_config(config)
             max_steps = cfg.train.max_steps or math.inf
+            step_fn, wrapped_frozen = None, None
             while progress.epoch < cfg.train.epochs and progress.step < max_steps:
                 epoch = progress.epoch
                 frozen = epoch < cfg.train.freeze_epochs
-                model.set_encoders_frozen(frozen)
+                if frozen != wrapped_frozen:
+                    model.set_encoders_frozen(frozen)
+                    step_fn, wrapped_frozen = wrap_for_training(), frozen
                 if hasattr(loss_fn, "set_epoch"):
                     loss_fn.set_epoch(epoch)
                 model.train()
                 pairs.set_epoch(epoch)
-                sampler.set_epoch(epoch, skip=progress.batch * cfg.train.batch_size)
+                sampler.set_epoch(epoch, skip_batches=progress.batch)
                 bar = tqdm(loader, desc=f"epoch {epoch}", leave=False, mininterval=1.0, dynamic_ncols=True, disable=None)
                 meter = ThroughputMeter(runtime.device)
                 for batch in bar:
@@ -176,7 +208,7 @@ def train(cfg, run_dir: Path) -> dict[str, float]:
                     scaler.update()
                     progress.step += 1
                     progress.batch += 1
-                    meter.step_done(images.shape[0])
+                    meter.step_done(images.shape[0] * ranks.world_size)
                     if progress.step % cfg.train.log_every == 0:
                         rates = meter.read_and_reset()
                         bar.set_postfix(loss=f"{loss.item():.3f}", samples_per_s=f"{rates['train/samples_per_s']:.1f}")
@@ -190,21 +222,21 @@ def train(cfg, run_dir: Path) -> dict[str, float]:
                             },
                             progress.step,
                         )
-                    if signals.requested:
+                    if any_rank(signals.requested is not None, runtime.device):
                         bar.close()
-                        save_checkpoint(checkpoint_state(), checkpoints / "last.pt")
+                        save_checkpoint_on_main(checkpoint_state(), checkpoints / "last.pt")
                         tracker.log_metrics({"train/preempted_at_step": progress.step}, progress.step)
-                        raise Preempted(signals.requested, progress.step)
+                        raise Preempted(signals.requested or "a signal on another rank", progress.step)
                     if progress.step >= max_steps:
                         break
                 bar.close()
-                if progress.batch >= batches_per_epoch:
+                if progress.batch >= sampler.batches_per_epoch:
                     scheduler.step()
                     progress.epoch += 1
                     progress.batch = 0
 
                 val = evaluate_split(
-                    model, splits["val"], collator, image_size, runtime, cfg.eval.batch_size, "val"
+                    model, splits["val"], collator, image_size, runtime, cfg.eval.batch_size, "val", ranks=ranks
                 )
                 value = sum(val[name] for name in monitor_names)
                 tracker.log_metrics({**val, "val/monitor": value, "train/epoch": epoch}, progress.step)
@@ -218,32 +250,42 @@ def train(cfg, run_dir: Path) -> dict[str, float]:
                     progress.best_metric, progress.best_epoch = value, epoch
                 state = checkpoint_state()
                 if improved:
-                    save_checkpoint(state, checkpoints / "best.pt")
-                save_checkpoint(state, checkpoints / "last.pt")
+                    save_checkpoint_on_main(state, checkpoints / "best.pt")
+                save_checkpoint_on_main(state, checkpoints / "last.pt")
 
             best_path = checkpoints / "best.pt"
             model.load_state_dict(load_checkpoint(best_path)["model"])
             protocols = to_plain(cfg.dataset.get("test_protocols"))
             test = evaluate_split(
-                model, splits["test"], collator, image_size, runtime, cfg.eval.batch_size, "test", protocols
+                model, splits["test"], collator, image_size, runtime, cfg.eval.batch_size, "test", protocols, ranks
             )
             tracker.log_metrics(test, progress.step)
             tracker.log_summary({**test, "best/monitor": progress.best_metric, "best/epoch": progress.best_epoch})
-            print(
-                f"\ntest split, best checkpoint (epoch {progress.best_epoch}):\n"
-                + format_tables(test, "test", model.num_levels, protocols)
-            )
-            write_results(
-                run_dir / "results.json",
-                test,
-                checkpoint=str(best_path),
-                best_epoch=progress.best_epoch,
-                monitor={cfg.train.monitor: progress.best_metric},
-                provenance=provenance(config),
-            )
+            if ranks.is_main:
+                print(
+                    f"\ntest split, best checkpoint (epoch {progress.best_epoch}):\n"
+                    + format_tables(test, "test", model.num_levels, protocols)
+                )
+                write_results(
+                    run_dir / "results.json",
+                    test,
+                    checkpoint=str(best_path),
+                    best_epoch=progress.best_epoch,
+                    monitor={cfg.train.monitor: progress.best_metric},
+                    provenance=provenance(config),
+                )
             return test
     finally:
         tracker.finish()
+        shutdown_process_group()
+
+
+def _own_rng_state(states: list[dict], ranks) -> dict:
+    """This rank's saved RNG state; a run resumed on another number of processes reseeds its extra ranks."""
+    if len(states) == ranks.world_size:
+        return states[ranks.rank]
+    log.warning("the checkpoint holds RNG states of %d processes, this run has %d", len(states), ranks.world_size)
+    return states[min(ranks.rank, len(states) - 1)]
 
 
 def _resume_path(resume, checkpoints: Path) -> Path | None:

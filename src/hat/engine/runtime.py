@@ -36,13 +36,12 @@ class Runtime:
         return torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
 
 
-def resolve_runtime(cfg) -> Runtime:
-    """``device: auto`` takes the GPU when there is one; ``precision: auto`` is bf16 on GPUs that
-    support it, else fp16, and fp32 on the CPU. ``torch.compile`` is never used on the CPU."""
-    if cfg.device == "auto":
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    else:
-        device = torch.device(cfg.device)
+def resolve_runtime(cfg, local_rank: int = 0) -> Runtime:
+    """``device: auto`` takes the GPU when there is one (``cuda:local_rank`` under torchrun);
+    ``precision: auto`` is bf16 on GPUs that support it, else fp16, and fp32 on the CPU.
+    ``torch.compile`` is never used on the CPU."""
+    kind = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
+    device = torch.device(kind, local_rank) if kind == "cuda" else torch.device(kind)
     precision = cfg.precision
     if precision == "auto":
         if device.type == "cuda":

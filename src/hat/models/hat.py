@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -39,6 +41,10 @@ class HATModel(nn.Module):
         self.direction = direction
         self.smooth = smooth
         self.block_elements = block_elements
+        # Applied to the batch's features (and lengths) before scoring in forward(); training under
+        # torch.distributed sets it to a gather across processes, so every process scores the
+        # global batch (global negatives).
+        self.feature_gather: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     @property
     def num_levels(self) -> int:
@@ -69,9 +75,15 @@ class HATModel(nn.Module):
         return multi_level_similarity(images, captions, lengths, self.direction, self.smooth, self.block_elements)
 
     def forward(self, images: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Fused ``(B, C)`` scores of every image in the batch against every caption."""
+        """Fused ``(B, C)`` scores of every image in the batch against every caption
+        (of the global batch, ``(N * B, N * B)``, when :attr:`feature_gather` gathers N processes)."""
         captions, lengths = self.encode_captions(input_ids, attention_mask)
-        return torch.stack(self.level_similarities(self.encode_images(images), captions, lengths)).sum(dim=0)
+        images = self.encode_images(images)
+        if self.feature_gather is not None:
+            images = [self.feature_gather(x) for x in images]
+            captions = [self.feature_gather(x) for x in captions]
+            lengths = self.feature_gather(lengths)
+        return torch.stack(self.level_similarities(images, captions, lengths)).sum(dim=0)
 
 
 def resolve_taps(cfg) -> tuple[list[int], list[int]]:

@@ -1,0 +1,57 @@
+"""One training step and one evaluation, run alone or by ``torchrun``; rank 0 saves what it saw.
+
+Used by tests/test_distributed.py: ``python tests/distributed_step.py OUT`` (one process, global
+batch 8) and ``torchrun --nproc_per_node=2 tests/distributed_step.py OUT`` (two processes of 4)
+must save the same loss, gradients and validation metrics.
+"""
+
+import sys
+from pathlib import Path
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+sys.path.insert(0, str(Path(__file__).parent))
+from conftest import TINY_RUN, compose_config  # noqa: E402
+
+from hat.data.build import build_splits  # noqa: E402
+from hat.data.datasets import CaptionCollator, PairDataset  # noqa: E402
+from hat.data.transforms import eval_transform  # noqa: E402
+from hat.engine import distributed  # noqa: E402
+from hat.engine.evaluation import evaluate_split  # noqa: E402
+from hat.engine.runtime import resolve_runtime  # noqa: E402
+from hat.losses import build_loss  # noqa: E402
+from hat.models.hat import build_model  # noqa: E402
+from hat.models.text_encoder import build_tokenizer  # noqa: E402
+
+GLOBAL_BATCH = 8
+
+
+def main(out: Path) -> None:
+    cfg = compose_config("train", TINY_RUN)
+    ranks = distributed.from_environment()
+    runtime = resolve_runtime(cfg.hardware)
+    distributed.init_process_group(ranks, runtime.device.type)
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    model.eval()  # no dropout: both runs must compute the same function
+    model.feature_gather = distributed.gather_with_grad
+    loss_fn = build_loss(cfg.loss)
+    splits = build_splits(cfg.dataset, cfg.seed)
+    collator = CaptionCollator(build_tokenizer(cfg.encoder.text), cfg.encoder.text.max_length, pad_to_max_length=True)
+    pairs = PairDataset(splits["train"], eval_transform(cfg.encoder.image.image_size), cfg.seed)
+    local = GLOBAL_BATCH // ranks.world_size
+    batch = collator([pairs[i] for i in range(ranks.rank * local, (ranks.rank + 1) * local)])
+
+    wrapped = DistributedDataParallel(model) if ranks.enabled else model
+    loss = loss_fn(wrapped(batch["images"], batch["input_ids"], batch["attention_mask"]))
+    loss.backward()
+    grads = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+    metrics = evaluate_split(model, splits["val"], collator, cfg.encoder.image.image_size, runtime, 4, "val", None, ranks)
+    if ranks.is_main:
+        torch.save({"loss": loss.detach(), "grads": grads, "metrics": metrics}, out)
+    distributed.shutdown_process_group()
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))
