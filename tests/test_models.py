@@ -122,3 +122,31 @@ def test_cnn_stages_are_levels_each_with_a_new_norm():
     with torch.no_grad():
         tokens = encoder(torch.randn(1, 3, 224, 224))
     assert [tuple(x.shape) for x in tokens] == [(1, 784, 40), (1, 196, 112), (1, 49, 320)]
+
+
+def test_grad_checkpointing_gives_the_same_loss_and_gradients(tiny_model):
+    cfg, model = tiny_model
+    images = torch.randn(3, 3, cfg.encoder.image.image_size, cfg.encoder.image.image_size)
+    tokens = _tokens(cfg, ["a red circle", "a blue square on the left", "two small green triangles"])
+
+    def loss_and_grads():
+        model.zero_grad()
+        loss = model(images, tokens["input_ids"], tokens["attention_mask"]).diagonal().sum()
+        loss.backward()
+        return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    plain = loss_and_grads()
+    model.set_grad_checkpointing(True)
+    model.train()  # checkpointing is active in training mode; dropout is zero below
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+        if hasattr(module, "drop_prob"):  # timm's DropPath
+            module.drop_prob = 0.0
+    try:
+        checkpointed = loss_and_grads()
+    finally:
+        model.set_grad_checkpointing(False)
+        model.eval()
+    torch.testing.assert_close(checkpointed[0], plain[0])
+    torch.testing.assert_close(checkpointed[1], plain[1], rtol=1e-4, atol=1e-6)

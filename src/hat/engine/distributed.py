@@ -32,7 +32,12 @@ class Distributed:
 
 
 def from_environment() -> Distributed:
-    """The rank, world size and local rank torchrun set, or a single process."""
+    """The rank, world size and local rank torchrun set (or SLURM's, for tasks started by Hydra's
+    submitit launcher, exported in torchrun's names first), or a single process."""
+    if "WORLD_SIZE" not in os.environ and int(os.environ.get("SLURM_NTASKS", "1")) > 1:
+        from submitit.helpers import TorchDistributedEnvironment
+
+        TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
         return Distributed()

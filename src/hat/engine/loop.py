@@ -93,6 +93,7 @@ def train(cfg, run_dir: Path) -> dict[str, float]:
     if cfg.get("init_weights"):
         load_weights(open_weight_source(Path(cfg.init_weights)), model)
         log.info("initial weights from %s", cfg.init_weights)
+    model.set_grad_checkpointing(bool(cfg.hardware.get("grad_checkpointing", False)))
     model.feature_gather = gather_with_grad  # global negatives: every rank scores the whole global batch
     torch.manual_seed(cfg.seed + ranks.rank)  # same initial weights, a dropout stream per rank
     collator = CaptionCollator(

@@ -55,6 +55,15 @@ class HATModel(nn.Module):
         self.image_encoder.set_backbone_trainable(not frozen)
         self.text_encoder.set_trainable(not frozen)
 
+    def set_grad_checkpointing(self, enabled: bool = True) -> None:
+        """Recompute the encoders' activations during backward instead of storing them."""
+        self.image_encoder.backbone.set_grad_checkpointing(enabled)
+        text = self.text_encoder.model
+        # transformers 5 renamed gradient_checkpointing_* to activation_checkpointing_*
+        switch = "enable" if enabled else "disable"
+        method = getattr(text, f"activation_checkpointing_{switch}", None) or getattr(text, f"gradient_checkpointing_{switch}")
+        method()
+
     def encode_images(self, images: torch.Tensor) -> list[torch.Tensor]:
         """``(B, 3, H, W)`` -> one ``(B, R_k, embed_dim)`` tensor per level."""
         return [proj(x) for proj, x in zip(self.image_proj, self.image_encoder(images))]
