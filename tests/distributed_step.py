@@ -1,8 +1,8 @@
 """One training step and one evaluation, run alone or by ``torchrun``; rank 0 saves what it saw.
 
 Used by tests/test_distributed.py: ``python tests/distributed_step.py OUT`` (one process, global
-batch 8) and ``torchrun --nproc_per_node=2 tests/distributed_step.py OUT`` (two processes of 4)
-must save the same loss, gradients and validation metrics.
+batch 8) and ``torchrun --nproc_per_node=2 tests/distributed_step.py OUT [CHUNKS]`` (two processes
+of 4, each in CHUNKS GradCache chunks) must save the same loss, gradients and validation metrics.
 """
 
 import sys
@@ -20,6 +20,7 @@ from hat.data.transforms import eval_transform  # noqa: E402
 from hat.engine import distributed  # noqa: E402
 from hat.engine.evaluation import evaluate_split  # noqa: E402
 from hat.engine.runtime import resolve_runtime  # noqa: E402
+from hat.engine.step import training_step  # noqa: E402
 from hat.losses import build_loss  # noqa: E402
 from hat.models.hat import build_model  # noqa: E402
 from hat.models.text_encoder import build_tokenizer  # noqa: E402
@@ -27,7 +28,7 @@ from hat.models.text_encoder import build_tokenizer  # noqa: E402
 GLOBAL_BATCH = 8
 
 
-def main(out: Path) -> None:
+def main(out: Path, chunks: int) -> None:
     cfg = compose_config("train", TINY_RUN)
     ranks = distributed.from_environment()
     runtime = resolve_runtime(cfg.hardware)
@@ -44,8 +45,7 @@ def main(out: Path) -> None:
     batch = collator([pairs[i] for i in range(ranks.rank * local, (ranks.rank + 1) * local)])
 
     wrapped = DistributedDataParallel(model) if ranks.enabled else model
-    loss = loss_fn(wrapped(batch["images"], batch["input_ids"], batch["attention_mask"]))
-    loss.backward()
+    loss = training_step(model, wrapped, loss_fn, batch, runtime, runtime.grad_scaler(), chunks)
     grads = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
     metrics = evaluate_split(model, splits["val"], collator, cfg.encoder.image.image_size, runtime, 4, "val", None, ranks)
     if ranks.is_main:
@@ -54,4 +54,4 @@ def main(out: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    main(Path(sys.argv[1]), int(sys.argv[2]) if len(sys.argv) > 2 else 1)

@@ -28,19 +28,21 @@ def test_sampler_shards_interleave_into_the_single_process_batches():
     assert rebuilt == single
 
 
-def test_two_processes_give_the_loss_gradients_and_metrics_of_one_with_twice_the_batch(tmp_path):
+@pytest.mark.parametrize("chunks", [1, 2], ids=["plain", "gradcache"])
+def test_two_processes_give_the_loss_gradients_and_metrics_of_one_with_twice_the_batch(tmp_path, chunks):
     script = str(ROOT / "tests" / "distributed_step.py")
     one = subprocess.run([sys.executable, script, str(tmp_path / "one.pt")], cwd=ROOT, env=_env(),
                          capture_output=True, text=True, timeout=300)
     assert one.returncode == 0, one.stderr[-3000:]
-    two = subprocess.run([*TORCHRUN, script, str(tmp_path / "two.pt")], cwd=ROOT, env=_env(),
+    two = subprocess.run([*TORCHRUN, script, str(tmp_path / "two.pt"), str(chunks)], cwd=ROOT, env=_env(),
                          capture_output=True, text=True, timeout=300)
     assert two.returncode == 0, two.stderr[-3000:]
     a, b = torch.load(tmp_path / "one.pt"), torch.load(tmp_path / "two.pt")
     torch.testing.assert_close(b["loss"], a["loss"], rtol=1e-5, atol=1e-5)
     assert a["grads"].keys() == b["grads"].keys()
-    for name, grad in a["grads"].items():
-        torch.testing.assert_close(b["grads"][name], grad, rtol=1e-5, atol=1e-5, msg=name)
+    for name, grad in a["grads"].items():  # float32 noise, measured against each tensor's own scale
+        error = (b["grads"][name] - grad).abs().max().item()
+        assert error <= 1e-5 * grad.abs().max().item() + 1e-6, (name, error)
     assert b["metrics"] == pytest.approx(a["metrics"])
 
 

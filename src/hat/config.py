@@ -87,6 +87,10 @@ def _check_train(cfg) -> None:
     train = cfg.train
     if not train.batch_size >= 2:
         raise ConfigError(f"train.batch_size={train.batch_size} must be >= 2: the loss needs negatives in the batch")
+    if not (isinstance(train.get("accumulate", 1), int) and train.get("accumulate", 1) >= 1):
+        raise ConfigError(
+            f"train.accumulate={train.accumulate} must be an integer >= 1 (GradCache chunks of train.batch_size)"
+        )
     if not train.epochs >= 1:
         raise ConfigError(f"train.epochs={train.epochs} must be >= 1")
     if train.max_steps is not None and not train.max_steps >= 1:

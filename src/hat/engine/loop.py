@@ -42,6 +42,7 @@ from hat.engine.distributed import (
 from hat.engine.evaluation import evaluate_split
 from hat.engine.preemption import Preempted, PreemptionSignals
 from hat.engine.runtime import resolve_runtime
+from hat.engine.step import training_step
 from hat.engine.throughput import ThroughputMeter
 from hat.losses import build_loss
 from hat.models.hat import build_model
@@ -80,9 +81,11 @@ def train(cfg, run_dir: Path) -> dict[str, float]:
     log.info("device %s, precision %s, process %d of %d", runtime.device, runtime.precision, ranks.rank, ranks.world_size)
 
     splits = build_splits(cfg.dataset, cfg.seed)
-    if splits["train"].num_pairs < cfg.train.batch_size:
+    global_batch = cfg.train.batch_size * cfg.train.get("accumulate", 1) * ranks.world_size
+    if splits["train"].num_pairs < global_batch:
         raise ConfigError(
-            f"train.batch_size={cfg.train.batch_size} exceeds the {splits['train'].num_pairs} "
+            f"the global batch (train.batch_size={cfg.train.batch_size} x train.accumulate x "
+            f"{ranks.world_size} processes = {global_batch}) exceeds the {splits['train'].num_pairs} "
             f"training pairs of dataset={cfg.dataset.name}"
         )
     log.info("dataset %s: %s", cfg.dataset.name, {name: len(split) for name, split in splits.items()})
@@ -96,8 +99,9 @@ def train(cfg, run_dir: Path) -> dict[str, float]:
     model.set_grad_checkpointing(bool(cfg.hardware.get("grad_checkpointing", False)))
     model.feature_gather = gather_with_grad  # global negatives: every rank scores the whole global batch
     torch.manual_seed(cfg.seed + ranks.rank)  # same initial weights, a dropout stream per rank
-    collator = CaptionCollator(
-        build_tokenizer(cfg.encoder.text), cfg.encoder.text.max_length, pad_to_max_length=ranks.enabled
+    accumulate = cfg.train.get("accumulate", 1)
+    collator = CaptionCollator(  # chunks and processes exchange caption features: one width for all
+        build_tokenizer(cfg.encoder.text), cfg.encoder.text.max_length, pad_to_max_length=ranks.enabled or accumulate > 1
     )
     image_size = cfg.encoder.image.image_size
     pairs = PairDataset(
@@ -105,10 +109,11 @@ def train(cfg, run_dir: Path) -> dict[str, float]:
         train_transform(image_size, cfg.dataset.train_crop_scale, cfg.dataset.train_hflip),
         cfg.seed,
     )
-    sampler = EpochShuffleSampler(len(pairs), cfg.seed, cfg.train.batch_size, ranks.rank, ranks.world_size)
+    step_batch = cfg.train.batch_size * accumulate  # per process; GradCache encodes it in `accumulate` chunks
+    sampler = EpochShuffleSampler(len(pairs), cfg.seed, step_batch, ranks.rank, ranks.world_size)
     loader = DataLoader(
         pairs,
-        batch_size=cfg.train.batch_size,
+        batch_size=step_batch,
         sampler=sampler,
         collate_fn=collator,
         num_workers=runtime.num_workers,
@@ -191,17 +196,13 @@ def train(cfg, run_dir: Path) -> dict[str, float]:
                 model.train()
                 pairs.set_epoch(epoch)
                 sampler.set_epoch(epoch, skip_batches=progress.batch)
-                bar = tqdm(loader, desc=f"epoch {epoch}", leave=False, mininterval=1.0, dynamic_ncols=True, disable=None)
+                bar = tqdm(loader, desc=f"epoch {epoch}", leave=False, mininterval=1.0, dynamic_ncols=True,
+                           disable=None if ranks.is_main else True)
                 meter = ThroughputMeter(runtime.device)
                 for batch in bar:
                     meter.batch_arrived()
-                    images = batch["images"].to(runtime.device, non_blocking=True)
-                    ids = batch["input_ids"].to(runtime.device, non_blocking=True)
-                    mask = batch["attention_mask"].to(runtime.device, non_blocking=True)
-                    with runtime.autocast():
-                        loss = loss_fn(step_fn(images, ids, mask))
                     optimizer.zero_grad(set_to_none=True)
-                    scaler.scale(loss).backward()
+                    loss = training_step(model, step_fn, loss_fn, batch, runtime, scaler, accumulate)
                     if cfg.optim.grad_clip:
                         scaler.unscale_(optimizer)
                         torch.nn.utils.clip_grad_norm_(parameters, cfg.optim.grad_clip)
@@ -209,7 +210,7 @@ def train(cfg, run_dir: Path) -> dict[str, float]:
                     scaler.update()
                     progress.step += 1
                     progress.batch += 1
-                    meter.step_done(images.shape[0] * ranks.world_size)
+                    meter.step_done(batch["images"].shape[0] * ranks.world_size)
                     if progress.step % cfg.train.log_every == 0:
                         rates = meter.read_and_reset()
                         bar.set_postfix(loss=f"{loss.item():.3f}", samples_per_s=f"{rates['train/samples_per_s']:.1f}")

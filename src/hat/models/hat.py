@@ -83,16 +83,29 @@ class HATModel(nn.Module):
         """One ``(I, C)`` float32 score matrix per level, from encoded images and captions."""
         return multi_level_similarity(images, captions, lengths, self.direction, self.smooth, self.block_elements)
 
-    def forward(self, images: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Fused ``(B, C)`` scores of every image in the batch against every caption
-        (of the global batch, ``(N * B, N * B)``, when :attr:`feature_gather` gathers N processes)."""
+    def encode(
+        self, images: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
+        """Both encoders on a batch: (image levels ``(B, R_k, D)``, caption levels ``(B, W, D)``, lengths ``(B,)``)."""
         captions, lengths = self.encode_captions(input_ids, attention_mask)
-        images = self.encode_images(images)
+        return self.encode_images(images), captions, lengths
+
+    def score(self, images: list[torch.Tensor], captions: list[torch.Tensor], lengths: torch.Tensor) -> torch.Tensor:
+        """Fused scores of encoded features, after :attr:`feature_gather` when set (global negatives)."""
         if self.feature_gather is not None:
             images = [self.feature_gather(x) for x in images]
             captions = [self.feature_gather(x) for x in captions]
             lengths = self.feature_gather(lengths)
         return torch.stack(self.level_similarities(images, captions, lengths)).sum(dim=0)
+
+    def forward(
+        self, images: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor, features_only: bool = False
+    ):
+        """Fused ``(B, C)`` scores of every image in the batch against every caption (of the global
+        batch, ``(N * B, N * B)``, when :attr:`feature_gather` gathers N processes); with
+        ``features_only``, what :meth:`encode` returns (the first half of a GradCache step)."""
+        features = self.encode(images, input_ids, attention_mask)
+        return features if features_only else self.score(*features)
 
 
 def resolve_taps(cfg) -> tuple[list[int], list[int]]:

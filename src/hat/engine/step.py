@@ -1,0 +1,76 @@
+"""One training step's forward and backward: plain, or GradCache for large effective batches.
+
+With ``chunks`` > 1 the batch is encoded chunk by chunk without a graph, the loss over the whole
+batch (hardest negatives included) is differentiated with respect to the cached features, and
+each chunk is encoded again with its graph to push those feature gradients into the weights
+(Gao et al., "Scaling Deep Contrastive Learning Batch Size under Memory Limited Setup", 2021).
+Loss and gradients equal those of the plain step on the whole batch; memory is that of a chunk.
+Plain gradient accumulation would change the loss (negatives only within a chunk), so it is not
+offered.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from torch import nn
+
+from hat.engine.checkpoint import capture_rng_state, restore_rng_state
+from hat.engine.runtime import Runtime
+from hat.models.hat import HATModel
+
+
+def training_step(
+    model: HATModel,
+    wrapped: nn.Module,
+    loss_fn: nn.Module,
+    batch: dict[str, torch.Tensor],
+    runtime: Runtime,
+    scaler: torch.amp.GradScaler,
+    chunks: int = 1,
+) -> torch.Tensor:
+    """Forward and backward of ``loss_fn`` on ``batch``; returns the (unscaled) loss.
+
+    ``wrapped`` is what runs the encoders (the model, or its DDP/compiled wrapper); ``model`` is
+    the bare :class:`HATModel`. Gradients land in the parameters, scaled by ``scaler``.
+    """
+    images, ids, mask = (batch[key].to(runtime.device, non_blocking=True) for key in ("images", "input_ids", "attention_mask"))
+    if chunks == 1:
+        with runtime.autocast():
+            loss = loss_fn(wrapped(images, ids, mask))
+        scaler.scale(loss).backward()
+        return loss.detach()
+
+    pieces = list(zip(images.chunk(chunks), ids.chunk(chunks), mask.chunk(chunks)))
+    rng_states, cached = [], []
+    with torch.no_grad():
+        for piece in pieces:
+            rng_states.append(capture_rng_state())
+            with runtime.autocast():
+                cached.append(wrapped(*piece, features_only=True))
+    levels = len(cached[0][0])
+    image_feats = [torch.cat([c[0][k] for c in cached]).detach().requires_grad_() for k in range(levels)]
+    caption_feats = [torch.cat([c[1][k] for c in cached]).detach().requires_grad_() for k in range(levels)]
+    lengths = torch.cat([c[2] for c in cached])
+    with runtime.autocast():
+        loss = loss_fn(model.score(image_feats, caption_feats, lengths))
+    scaler.scale(loss).backward()
+
+    sizes = [piece[0].shape[0] for piece in pieces]
+    image_grads = [g.grad.split(sizes) for g in image_feats]
+    caption_grads = [g.grad.split(sizes) for g in caption_feats]
+    after_first_pass = capture_rng_state()
+    for index, (piece, state) in enumerate(zip(pieces, rng_states)):
+        restore_rng_state(state)  # the same dropout as in the cached pass
+        last = index == len(pieces) - 1
+        sync = contextlib.nullcontext() if last or not hasattr(wrapped, "no_sync") else wrapped.no_sync()
+        with sync:
+            with runtime.autocast():
+                image_levels, caption_levels, _ = wrapped(*piece, features_only=True)
+            torch.autograd.backward(
+                [*image_levels, *caption_levels],
+                [*(g[index] for g in image_grads), *(g[index] for g in caption_grads)],
+            )
+    restore_rng_state(after_first_pass)
+    return loss.detach()
