@@ -78,7 +78,9 @@ def train(cfg, run_dir: Path) -> dict[str, float]:
     torch.manual_seed(cfg.seed)
     runtime = resolve_runtime(cfg.hardware, ranks.local_rank)
     init_process_group(ranks, runtime.device.type)
-    log.info("device %s, precision %s, process %d of %d", runtime.device, runtime.precision, ranks.rank, ranks.world_size)
+    log.info(
+        "device %s, precision %s, process %d of %d", runtime.device, runtime.precision, ranks.rank, ranks.world_size
+    )
 
     splits = build_splits(cfg.dataset, cfg.seed)
     global_batch = cfg.train.batch_size * cfg.train.get("accumulate", 1) * ranks.world_size
@@ -101,25 +103,12 @@ def train(cfg, run_dir: Path) -> dict[str, float]:
     torch.manual_seed(cfg.seed + ranks.rank)  # same initial weights, a dropout stream per rank
     accumulate = cfg.train.get("accumulate", 1)
     collator = CaptionCollator(  # chunks and processes exchange caption features: one width for all
-        build_tokenizer(cfg.encoder.text), cfg.encoder.text.max_length, pad_to_max_length=ranks.enabled or accumulate > 1
+        build_tokenizer(cfg.encoder.text),
+        cfg.encoder.text.max_length,
+        pad_to_max_length=ranks.enabled or accumulate > 1,
     )
     image_size = cfg.encoder.image.image_size
-    pairs = PairDataset(
-        splits["train"],
-        train_transform(image_size, cfg.dataset.train_crop_scale, cfg.dataset.train_hflip),
-        cfg.seed,
-    )
-    step_batch = cfg.train.batch_size * accumulate  # per process; GradCache encodes it in `accumulate` chunks
-    sampler = EpochShuffleSampler(len(pairs), cfg.seed, step_batch, ranks.rank, ranks.world_size)
-    loader = DataLoader(
-        pairs,
-        batch_size=step_batch,
-        sampler=sampler,
-        collate_fn=collator,
-        num_workers=runtime.num_workers,
-        pin_memory=runtime.pin_memory,
-        generator=torch.Generator().manual_seed(cfg.seed),
-    )
+    pairs, sampler, loader = _train_loader(cfg, splits["train"], collator, ranks, runtime)
 
     loss_fn = build_loss(cfg.loss).to(runtime.device)
     parameters = list(chain(model.parameters(), loss_fn.parameters()))
@@ -135,6 +124,7 @@ def train(cfg, run_dir: Path) -> dict[str, float]:
             device_ids = [runtime.device.index] if runtime.device.type == "cuda" else None
             wrapped = DistributedDataParallel(model, device_ids=device_ids)
         return torch.compile(wrapped) if runtime.compile else wrapped
+
     log.info("model: %.1fM parameters", sum(p.numel() for p in model.parameters()) / 1e6)
 
     checkpoints = run_dir / "checkpoints"
@@ -280,6 +270,28 @@ def train(cfg, run_dir: Path) -> dict[str, float]:
     finally:
         tracker.finish()
         shutdown_process_group()
+
+
+def _train_loader(cfg, split, collator: CaptionCollator, ranks, runtime):
+    """``(pairs, sampler, loader)`` of the training split: each step's batch is this process's
+    ``train.batch_size x train.accumulate`` pairs, augmented as ``dataset`` says."""
+    pairs = PairDataset(
+        split,
+        train_transform(cfg.encoder.image.image_size, cfg.dataset.train_crop_scale, cfg.dataset.train_hflip),
+        cfg.seed,
+    )
+    step_batch = cfg.train.batch_size * cfg.train.get("accumulate", 1)
+    sampler = EpochShuffleSampler(len(pairs), cfg.seed, step_batch, ranks.rank, ranks.world_size)
+    loader = DataLoader(
+        pairs,
+        batch_size=step_batch,
+        sampler=sampler,
+        collate_fn=collator,
+        num_workers=runtime.num_workers,
+        pin_memory=runtime.pin_memory,
+        generator=torch.Generator().manual_seed(cfg.seed),
+    )
+    return pairs, sampler, loader
 
 
 def _own_rng_state(states: list[dict], ranks) -> dict:

@@ -1,0 +1,64 @@
+"""python -m hat.report: one row per job of a multirun, seeds merged into mean ± std."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from conftest import ROOT, TINY_RUN
+from hat.report import METRICS, main
+
+
+def _job(folder, overrides, rsum, seed_offset=0.0):
+    (folder / ".hydra").mkdir(parents=True)
+    (folder / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    metrics = {f"test/{m}": 10.0 + seed_offset for m in METRICS if m != "rsum"}
+    metrics["test/rsum"] = rsum
+    metrics["test/level1/rsum"] = 1.0
+    (folder / "results.json").write_text(json.dumps({"metrics": metrics}))
+
+
+def test_rows_per_setting_with_seeds_merged(tmp_path, capsys):
+    _job(tmp_path / "0", ["alignment.levels=[12]", "seed=0"], 100.0)
+    _job(tmp_path / "1", ["alignment.levels=[12]", "seed=1"], 110.0, seed_offset=2.0)
+    _job(tmp_path / "2", ["alignment.levels=[4,10,12]", "seed=0"], 200.0)
+    assert main([str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0] == "| alignment.levels | seeds | " + " | ".join(METRICS) + " |"
+    assert lines[2].startswith("| [12] | 2 | 11.00 ± 1.41 |") and lines[2].endswith("| 105.00 ± 7.07 |")
+    assert lines[3].startswith("| [4,10,12] | 1 | 10.00 |") and lines[3].endswith("| 200.00 |")
+
+
+def test_csv_and_the_first_protocol_of_coco(tmp_path, capsys):
+    (tmp_path / "job").mkdir()
+    metrics = {f"test/{p}/{m}": v for p, v in (("coco1k", 1.0), ("coco5k", 5.0)) for m in METRICS}
+    (tmp_path / "job" / "results.json").write_text(json.dumps({"metrics": metrics}))
+    assert main([str(tmp_path), "--csv"]) == 0
+    header, row = capsys.readouterr().out.strip().splitlines()
+    assert header == "seeds," + ",".join(METRICS) and row == "1," + ",".join(["1.00"] * len(METRICS))
+
+
+def test_no_results_is_an_error(tmp_path, capsys):
+    assert main([str(tmp_path)]) == 1
+    assert "no results.json" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_report_of_a_real_two_job_multirun(tmp_path):
+    sweep = subprocess.run(
+        [sys.executable, "train.py", "-m", *TINY_RUN, "train.epochs=1", "alignment.levels=[12],[4,10,12]",
+         f"hydra.sweep.dir={tmp_path}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert sweep.returncode == 0, sweep.stderr[-3000:]
+    report = subprocess.run([sys.executable, "-m", "hat.report", str(tmp_path)], capture_output=True, text=True)
+    assert report.returncode == 0, report.stderr
+    rows = report.stdout.strip().splitlines()[2:]
+    assert [row.split(" | ")[0] for row in rows] == ["| [12]", "| [4,10,12]"]
+    for job, row in zip(("0", "1"), rows):
+        rsum = json.loads((tmp_path / job / "results.json").read_text())["metrics"]["test/rsum"]
+        assert row.endswith(f"| {rsum:.2f} |")
