@@ -15,6 +15,13 @@ from hat.engine.preemption import EXIT_PREEMPTED, Preempted
 from hat.metrics import metric_name
 
 
+def register_resolvers() -> None:
+    """The interpolations conf/train.yaml uses: ``${run_stamp:}`` (the run folder's date/time, shared by
+    torchrun's ranks) and ``${project_root:}`` (this folder, where ``sweeps/`` lives)."""
+    OmegaConf.register_new_resolver("run_stamp", run_stamp, replace=True)
+    OmegaConf.register_new_resolver("project_root", lambda: str(Path(__file__).resolve().parent), replace=True)
+
+
 @hydra.main(config_path="conf", config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float:
     """Run one training job in Hydra's output directory; returns the test rsum (of the first test
@@ -32,6 +39,6 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
-    OmegaConf.register_new_resolver("run_stamp", run_stamp)
+    register_resolvers()
     sys.argv += follower_overrides()
     main()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections import OrderedDict
 from pathlib import Path
 
@@ -11,6 +12,10 @@ from hydra import compose, initialize_config_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
+sys.path.insert(0, str(ROOT))
+from train import register_resolvers  # noqa: E402  (the entry point owns the config's resolvers)
+
+register_resolvers()
 
 # A run small enough for a test: tiny encoders on a few generated images, CPU, no workers.
 TINY_SHAPES = ["dataset=shapes", "dataset.num_train=24", "dataset.num_val=8", "dataset.num_test=8"]

@@ -127,3 +127,40 @@ def test_cli_missing_dataset_root_exits_quickly_naming_the_path_and_layout(tmp_p
     assert result.returncode == 2
     assert "dataset.root=/nonexistent" in result.stderr and expected_file in result.stderr
     assert elapsed < 30, f"took {elapsed:.1f} s"
+
+
+def _sweep_jobs(name: str) -> list[list[str]]:
+    """Each job's overrides of sweeps/NAME.yaml, expanded as Hydra's basic sweeper does."""
+    import itertools
+
+    import yaml
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    params = yaml.safe_load((ROOT / "sweeps" / f"{name}.yaml").read_text())["hydra"]["sweeper"]["params"]
+    parsed = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in params.items()])
+    axes = [[f"{o.get_key_element()}={value}" for value in o.sweep_string_iterator()] for o in parsed]
+    return [list(job) for job in itertools.product(*axes)]
+
+
+SWEEPS = sorted(p.stem for p in (ROOT / "sweeps").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("name", SWEEPS)
+@pytest.mark.parametrize("base", [[], ["encoder=tiny"]], ids=["hat", "tiny"])
+def test_every_sweep_job_composes(name, base):
+    lines = (ROOT / "sweeps" / f"{name}.yaml").read_text().splitlines()
+    assert lines[1].startswith(f"# python train.py -m +sweeps={name}")
+    jobs = _sweep_jobs(name)
+    assert len(jobs) >= 2
+    for job in jobs:
+        cfg = compose_config("train", [f"+sweeps={name}", *base, *job])
+        validate_model_config(cfg)
+
+
+def test_sweep_is_found_from_any_working_directory(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), "+sweeps=levels", "--cfg", "hydra"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "alignment.levels: '[12],[10,12],[4,10,12],[3,6,9,12]'" in result.stdout
