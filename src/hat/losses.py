@@ -29,7 +29,14 @@ def _hinge_costs(scores: torch.Tensor, margin: float) -> tuple[torch.Tensor, tor
     return caption_cost, image_cost
 
 
-class HingeHardestLoss(nn.Module):
+class RankingLoss(nn.Module):
+    """A loss over a ``(B, B)`` score matrix; the training loop reports each epoch through :meth:`set_epoch`."""
+
+    def set_epoch(self, epoch: int) -> None:
+        """Losses with an epoch schedule override this; the others ignore it."""
+
+
+class HingeHardestLoss(RankingLoss):
     """VSE++: hinge triplet loss with the hardest negative in the batch, summed both ways.
 
     ``sum_i max_{j != i} [m + S_ij - S_ii]_+ + sum_j max_{i != j} [m + S_ij - S_jj]_+``.
@@ -55,7 +62,7 @@ class HingeHardestLoss(nn.Module):
         return caption_cost.max(dim=1).values.sum() + image_cost.max(dim=0).values.sum()
 
 
-class HingeSumLoss(nn.Module):
+class HingeSumLoss(RankingLoss):
     """Hinge triplet loss summed over every negative in the batch, both ways (VSE0)."""
 
     def __init__(self, margin: float = 0.2) -> None:
@@ -67,7 +74,7 @@ class HingeSumLoss(nn.Module):
         return caption_cost.sum() + image_cost.sum()
 
 
-class InfoNCELoss(nn.Module):
+class InfoNCELoss(RankingLoss):
     """Symmetric cross-entropy over ``scores / temperature`` with a learnable temperature.
 
     The mean of the image-to-caption and caption-to-image cross-entropies (CLIP). The
@@ -89,7 +96,7 @@ class InfoNCELoss(nn.Module):
         )
 
 
-def build_loss(cfg) -> nn.Module:
+def build_loss(cfg) -> RankingLoss:
     """The loss named by ``cfg.name`` (one of :data:`LOSSES`) with its settings from ``cfg``."""
     if cfg.name == "hinge_hardest":
         return HingeHardestLoss(margin=cfg.margin, warmup_epochs=cfg.get("warmup_epochs", 0))

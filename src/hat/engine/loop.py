@@ -181,8 +181,7 @@ def train(cfg, run_dir: Path) -> dict[str, float]:
                 if frozen != wrapped_frozen:
                     model.set_encoders_frozen(frozen)
                     step_fn, wrapped_frozen = wrap_for_training(), frozen
-                if hasattr(loss_fn, "set_epoch"):
-                    loss_fn.set_epoch(epoch)
+                loss_fn.set_epoch(epoch)
                 model.train()
                 pairs.set_epoch(epoch)
                 sampler.set_epoch(epoch, skip_batches=progress.batch)
