@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections import OrderedDict
 from pathlib import Path
@@ -16,6 +17,12 @@ sys.path.insert(0, str(ROOT))
 from train import register_resolvers  # noqa: E402  (the entry point owns the config's resolvers)
 
 register_resolvers()
+
+# logger=wandb is the default: no test may reach a W&B server. Tests of W&B name logger.mode
+# themselves (offline, or online against an unreachable local address).
+os.environ["WANDB_MODE"] = "disabled"
+os.environ["WANDB_SILENT"] = "true"
+os.environ.pop("WANDB_API_KEY", None)
 
 # A run small enough for a test: tiny encoders on a few generated images, CPU, no workers.
 TINY_SHAPES = ["dataset=shapes", "dataset.num_train=24", "dataset.num_val=8", "dataset.num_test=8"]

@@ -43,7 +43,7 @@ def test_defaults_reproduce_hat_recipe():
     assert cfg.optim.lr == 1e-4 and cfg.optim.step_size == 10 and cfg.optim.gamma == 0.1
     assert cfg.train.batch_size == 58 and cfg.train.freeze_epochs == 11
     assert cfg.train.monitor == "val/i2t_r1+val/t2i_r1"
-    assert cfg.logger.name == "none" and cfg.hardware.device == "auto"
+    assert cfg.logger.backend == "wandb" and cfg.hardware.device == "auto"
     assert resolve_taps(cfg) == ([4, 10, 12], [2, 3, 4])
 
 
@@ -85,6 +85,10 @@ BAD_VALUES = [
     (["resume=/nonexistent/last.pt"], r"resume=/nonexistent/last\.pt"),
     (["dataset=coco", "dataset.root=/nonexistent"], r"dataset\.root=/nonexistent does not exist.*dataset_coco\.json"),
     (["dataset=f30k", "dataset.root=/nonexistent"], r"dataset\.root=/nonexistent.*dataset_flickr30k\.json.*images"),
+    (["logger.mode=sometimes"], r"logger\.mode='sometimes'.*online.*offline.*disabled"),
+    (["logger.init_timeout=0"], r"logger\.init_timeout=0 must be > 0"),
+    (["logger.examples.top_k=0"], r"logger\.examples\.top_k=0 must be >= 1"),
+    (["logger=none", "logger.backend=tensorboard"], r"logger\.backend='tensorboard'.*none.*wandb"),
 ]
 
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 from torchmetrics.retrieval import RetrievalHitRate, RetrievalRecall
 
-from hat.metrics import METRIC_KEYS, metric_name, prefixed, retrieval_recall
+from hat.metrics import METRIC_KEYS, metric_name, prefixed, recall_curve, retrieval_ranks, retrieval_recall
 
 KS = (1, 5, 10)
 
@@ -164,3 +164,16 @@ def test_prefixed_renames_every_key_and_keeps_values():
         "test/coco1k/level2/i2t_r1": 80.0,
     }
     assert prefixed(metrics, "val") == {"val/rsum": 512.5, "val/i2t_r1": 80.0}
+
+
+def test_recall_curve_matches_recall_at_k():
+    torch.manual_seed(0)
+    sims = torch.randn(20, 100)
+    i2t_rank, t2i_rank = retrieval_ranks(sims, 5)
+    metrics = retrieval_recall(sims, 5)
+    for name, ranks in (("i2t", i2t_rank), ("t2i", t2i_rank)):
+        curve = recall_curve(ranks, 30)
+        assert len(curve) == 30
+        assert [curve[k - 1] for k in (1, 5, 10)] == pytest.approx([metrics[f"{name}_r{k}"] for k in (1, 5, 10)])
+        assert all(a <= b for a, b in zip(curve, curve[1:]))
+    assert recall_curve(torch.tensor([1, 3, 200]), 3) == pytest.approx([100 / 3, 100 / 3, 200 / 3])

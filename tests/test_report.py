@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from conftest import ROOT, TINY_RUN
+from wandb_offline import isolated_environment, offline_runs, read_offline_run
 from hat.report import METRICS, main
 
 
@@ -49,16 +50,23 @@ def test_no_results_is_an_error(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_report_of_a_real_two_job_multirun(tmp_path):
+    """Both jobs get a row with their test/rsum, and their W&B runs share the sweep's group."""
+    sweep_dir = tmp_path / "multirun" / "2026-11-27" / "12-00-00"
     sweep = subprocess.run(
         [sys.executable, "train.py", "-m", *TINY_RUN, "train.epochs=1", "alignment.levels=[12],[4,10,12]",
-         f"hydra.sweep.dir={tmp_path}"],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
+         f"hydra.sweep.dir={sweep_dir}", "logger.mode=offline"],
+        cwd=ROOT, env=isolated_environment(tmp_path), capture_output=True, text=True, timeout=600,
     )
     assert sweep.returncode == 0, sweep.stderr[-3000:]
-    report = subprocess.run([sys.executable, "-m", "hat.report", str(tmp_path)], capture_output=True, text=True)
+    report = subprocess.run([sys.executable, "-m", "hat.report", str(sweep_dir)], capture_output=True, text=True)
     assert report.returncode == 0, report.stderr
     rows = report.stdout.strip().splitlines()[2:]
     assert [row.split(" | ")[0] for row in rows] == ["| [12]", "| [4,10,12]"]
     for job, row in zip(("0", "1"), rows):
-        rsum = json.loads((tmp_path / job / "results.json").read_text())["metrics"]["test/rsum"]
+        rsum = json.loads((sweep_dir / job / "results.json").read_text())["metrics"]["test/rsum"]
         assert row.endswith(f"| {rsum:.2f} |")
+
+    runs = [read_offline_run(path) for path in offline_runs(tmp_path)]
+    assert [run.group for run in runs] == ["multirun-2026-11-27-12-00-00"] * 2
+    assert sorted("alignment.levels=[12]" in run.tags for run in runs) == [False, True]
+    assert all("train.epochs=1" in run.tags for run in runs)

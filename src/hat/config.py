@@ -14,6 +14,8 @@ from hat.engine.runtime import DEVICES, PRECISIONS
 from hat.losses import LOSSES
 from hat.metrics import METRIC_KEYS
 from hat.models.levels import IMAGE_FAMILIES, check_levels, default_image_levels
+from hat.tracking import LOGGERS
+from hat.wandb_tracker import MODES
 
 LOWER_IS_BETTER = ("i2t_medr", "i2t_meanr", "t2i_medr", "t2i_meanr")
 
@@ -36,6 +38,7 @@ def validate_train_config(cfg) -> None:
         _check_loss(cfg.loss)
         _check_train(cfg)
         _check_hardware(cfg.hardware)
+        _check_logger(cfg.logger)
         _check_resume(cfg.get("resume"))
         _check_init_weights(cfg.get("init_weights"))
         check_dataset_root(cfg.dataset)
@@ -133,6 +136,23 @@ def _check_hardware(cfg) -> None:
             raise ConfigError("hardware.device=cuda but no CUDA GPU is available; use hardware=auto or hardware=cpu")
     if not cfg.num_workers >= 0:
         raise ConfigError(f"hardware.num_workers={cfg.num_workers} must be >= 0")
+
+
+def _check_logger(cfg) -> None:
+    if cfg.backend not in LOGGERS:
+        raise ConfigError(f"logger.backend={cfg.backend!r} is not one of {LOGGERS} (choose logger=none or logger=wandb)")
+    if cfg.backend != "wandb":
+        return
+    if cfg.mode is not None and cfg.mode not in MODES:
+        raise ConfigError(f"logger.mode={cfg.mode!r} is not one of {MODES} (or null: $WANDB_MODE, else by login)")
+    if not cfg.project:
+        raise ConfigError("logger.project is empty: W&B needs a project name")
+    if cfg.init_timeout <= 0:
+        raise ConfigError(f"logger.init_timeout={cfg.init_timeout} must be > 0 seconds")
+    examples = cfg.examples
+    for key, minimum in (("queries", 0), ("top_k", 1), ("thumbnail", 8), ("curve_max_k", 1)):
+        if examples[key] < minimum:
+            raise ConfigError(f"logger.examples.{key}={examples[key]} must be >= {minimum}")
 
 
 def _check_init_weights(path) -> None:

@@ -29,6 +29,22 @@ def retrieval_recall(sims: torch.Tensor, captions_per_image: int = 5) -> dict[st
         ties count against the query (an item scoring equal to the positive ranks above it), so
         a model that scores everything alike gets chance-level or worse recall, never 100%.
     """
+    i2t_rank, t2i_rank = retrieval_ranks(sims, captions_per_image)
+    metrics = {}
+    for name, ranks in (("i2t", i2t_rank), ("t2i", t2i_rank)):
+        for k in RECALL_KS:
+            metrics[f"{name}_r{k}"] = 100.0 * (ranks <= k).double().mean().item()
+    metrics["rsum"] = sum(metrics[f"{d}_r{k}"] for d in ("i2t", "t2i") for k in RECALL_KS)
+    for name, ranks in (("i2t", i2t_rank), ("t2i", t2i_rank)):
+        # SCAN/VSE++ convention: floor of the median 0-based rank (averaging the middle two), + 1.
+        metrics[f"{name}_medr"] = math.floor(torch.quantile((ranks - 1).double(), 0.5).item()) + 1.0
+        metrics[f"{name}_meanr"] = ranks.double().mean().item()
+    return metrics
+
+
+def retrieval_ranks(sims: torch.Tensor, captions_per_image: int = 5) -> tuple[torch.Tensor, torch.Tensor]:
+    """1-based ranks of the first correct item: ``(N,)`` for image queries, ``(K * N,)`` for caption
+    queries, with the conventions of :func:`retrieval_recall` (ties count against the query)."""
     num_images, num_captions = sims.shape
     if num_captions != num_images * captions_per_image:
         raise ValueError(
@@ -47,17 +63,13 @@ def retrieval_recall(sims: torch.Tensor, captions_per_image: int = 5) -> dict[st
     # t2i: the rank of each caption's image among the other images.
     positive = sims[owner, captions]  # (K * N,)
     t2i_rank = (sims >= positive[None, :]).sum(dim=0)  # counts the caption's own image once
+    return i2t_rank, t2i_rank
 
-    metrics = {}
-    for name, ranks in (("i2t", i2t_rank), ("t2i", t2i_rank)):
-        for k in RECALL_KS:
-            metrics[f"{name}_r{k}"] = 100.0 * (ranks <= k).double().mean().item()
-    metrics["rsum"] = sum(metrics[f"{d}_r{k}"] for d in ("i2t", "t2i") for k in RECALL_KS)
-    for name, ranks in (("i2t", i2t_rank), ("t2i", t2i_rank)):
-        # SCAN/VSE++ convention: floor of the median 0-based rank (averaging the middle two), + 1.
-        metrics[f"{name}_medr"] = math.floor(torch.quantile((ranks - 1).double(), 0.5).item()) + 1.0
-        metrics[f"{name}_meanr"] = ranks.double().mean().item()
-    return metrics
+
+def recall_curve(ranks: torch.Tensor, max_k: int) -> list[float]:
+    """Recall@K in percent for K = 1 .. ``max_k`` from the 1-based ``ranks`` of some queries."""
+    counts = torch.bincount(ranks.clamp(max=max_k + 1).long() - 1, minlength=max_k + 1)[:max_k]
+    return (100.0 * counts.cumsum(0).double() / ranks.numel()).tolist()
 
 
 def metric_name(split: str, metric: str, protocol: str | None = None, level: int | None = None) -> str:

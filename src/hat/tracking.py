@@ -1,4 +1,4 @@
-"""Where metrics go: a small interface that local files (and later W&B) implement."""
+"""Where metrics go: a small interface that local files and W&B (:mod:`hat.wandb_tracker`) implement."""
 
 from __future__ import annotations
 
@@ -7,86 +7,111 @@ import math
 from pathlib import Path
 from typing import Protocol
 
+from hat.retrieval_examples import RetrievalExamples
+
 
 class Tracker(Protocol):
-    """Receives a run's config, metrics and summary. ``finish`` is called once, also on errors."""
+    """Receives a run's metrics, example tables, summary and files (the config comes at construction).
 
-    def log_config(self, config: dict) -> None: ...
+    ``run_id`` names the remote run a resumed training continues (``None`` when there is none).
+    ``finish`` is called once, also on errors, with the exit status the process will have.
+    """
+
+    run_id: str | None
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None: ...
 
+    def log_examples(self, examples: RetrievalExamples, prefix: str, step: int) -> None: ...
+
     def log_summary(self, summary: dict[str, float]) -> None: ...
 
-    def finish(self) -> None: ...
+    def log_file(self, path: Path) -> None: ...
+
+    def finish(self, exit_code: int = 0) -> None: ...
 
 
-class JsonlTracker:
-    """Appends one JSON line per :meth:`log_metrics` call to ``<run dir>/metrics.jsonl``."""
+class NullTracker:
+    """Records nothing: the trackers of ranks other than 0, and the base of the others."""
+
+    run_id: str | None = None
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        pass
+
+    def log_examples(self, examples: RetrievalExamples, prefix: str, step: int) -> None:
+        pass
+
+    def log_summary(self, summary: dict[str, float]) -> None:
+        pass
+
+    def log_file(self, path: Path) -> None:
+        pass
+
+    def finish(self, exit_code: int = 0) -> None:
+        pass
+
+
+class JsonlTracker(NullTracker):
+    """Appends one JSON line per :meth:`log_metrics` call to ``<run dir>/metrics.jsonl``; the run
+    directory already holds the config (``.hydra/``), the final numbers and files (``results.json``)."""
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._handle = path.open("a", encoding="utf-8")
 
-    def log_config(self, config: dict) -> None:
-        pass  # the run directory already holds the config (.hydra/config.yaml, results.json)
-
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in metrics.items()}
         self._handle.write(json.dumps({"step": step, **clean}) + "\n")
         self._handle.flush()
 
-    def log_summary(self, summary: dict[str, float]) -> None:
-        pass  # results.json holds the final numbers
-
-    def finish(self) -> None:
+    def finish(self, exit_code: int = 0) -> None:
         self._handle.close()
 
 
-class NullTracker:
-    """Records nothing (the trackers of ranks other than 0)."""
-
-    def log_config(self, config: dict) -> None:
-        pass
-
-    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
-        pass
-
-    def log_summary(self, summary: dict[str, float]) -> None:
-        pass
-
-    def finish(self) -> None:
-        pass
-
-
 class MultiTracker:
-    """Forwards every call to several trackers."""
+    """Forwards every call to several trackers; ``run_id`` is the first one that has one."""
 
     def __init__(self, trackers: list[Tracker]) -> None:
         self.trackers = trackers
 
-    def log_config(self, config: dict) -> None:
-        for tracker in self.trackers:
-            tracker.log_config(config)
+    @property
+    def run_id(self) -> str | None:
+        return next((t.run_id for t in self.trackers if t.run_id is not None), None)
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         for tracker in self.trackers:
             tracker.log_metrics(metrics, step)
 
+    def log_examples(self, examples: RetrievalExamples, prefix: str, step: int) -> None:
+        for tracker in self.trackers:
+            tracker.log_examples(examples, prefix, step)
+
     def log_summary(self, summary: dict[str, float]) -> None:
         for tracker in self.trackers:
             tracker.log_summary(summary)
 
-    def finish(self) -> None:
+    def log_file(self, path: Path) -> None:
         for tracker in self.trackers:
-            tracker.finish()
+            tracker.log_file(path)
+
+    def finish(self, exit_code: int = 0) -> None:
+        for tracker in self.trackers:
+            tracker.finish(exit_code)
 
 
-LOGGERS = ("none",)
+LOGGERS = ("none", "wandb")  # values of logger.backend
 
 
-def build_tracker(cfg, run_dir: Path) -> Tracker:
-    """Local ``metrics.jsonl`` always, plus the tracker named by ``logger.name``."""
-    if cfg.name not in LOGGERS:
-        raise ValueError(f"logger.name must be one of {LOGGERS}, got {cfg.name!r}")
-    return MultiTracker([JsonlTracker(run_dir / "metrics.jsonl")])
+def build_tracker(cfg, run_dir: Path, config: dict, resume_id: str | None = None) -> Tracker:
+    """Local ``metrics.jsonl`` always, plus W&B for ``logger.backend=wandb``.
+
+    ``config`` is the resolved run config (a plain dict) the W&B run records; ``resume_id`` the W&B
+    run a resumed training continues.
+    """
+    trackers: list[Tracker] = [JsonlTracker(run_dir / "metrics.jsonl")]
+    if cfg.backend == "wandb":
+        from hat.wandb_tracker import WandbTracker  # wandb is slow to import: only when used
+
+        trackers.append(WandbTracker(cfg, run_dir, config, resume_id))
+    return MultiTracker(trackers)

@@ -11,7 +11,8 @@ A checkpoint is a plain dict:
   (0 at an epoch boundary), where a resumed run continues;
 - ``best_metric``, ``best_epoch``: the best value of ``train.monitor`` so far and its epoch;
 - ``rng``: one ``{"torch": CPU state, "cuda": [per-device states]}`` per process, in rank order;
-- ``config``: the resolved run config as a plain dict.
+- ``config``: the resolved run config as a plain dict;
+- ``tracker_run_id``: the W&B run a resumed training continues (``None`` without one).
 """
 
 from __future__ import annotations

@@ -161,6 +161,21 @@ def protocol_tables(
     return metrics
 
 
+def score_split(
+    model: HATModel,
+    split: CaptionedImages,
+    collator: CaptionCollator,
+    image_size: int,
+    runtime: Runtime,
+    batch_size: int,
+    ranks: Distributed = Distributed(),
+) -> list[torch.Tensor]:
+    """Encode ``split`` once and score it: one ``(N, K * N)`` float32 matrix per level (every process
+    gets all of them)."""
+    encoded = encode_split(model, split, collator, image_size, runtime, batch_size, ranks)
+    return level_similarities(model, encoded, runtime, ranks)
+
+
 def evaluate_split(
     model: HATModel,
     split: CaptionedImages,
@@ -172,7 +187,7 @@ def evaluate_split(
     protocols: dict[str, int] | None = None,
     ranks: Distributed = Distributed(),
 ) -> dict[str, float]:
-    """Encode ``split`` once and return its recall tables under ``split_name`` (see :func:`protocol_tables`)."""
-    encoded = encode_split(model, split, collator, image_size, runtime, batch_size, ranks)
-    sims = level_similarities(model, encoded, runtime, ranks)
+    """Score ``split`` (:func:`score_split`) and return its recall tables under ``split_name`` (see
+    :func:`protocol_tables`)."""
+    sims = score_split(model, split, collator, image_size, runtime, batch_size, ranks)
     return protocol_tables(sims, split_name, split.captions_per_image, protocols)

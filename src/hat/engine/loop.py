@@ -39,8 +39,8 @@ from hat.engine.distributed import (
     init_process_group,
     shutdown_process_group,
 )
-from hat.engine.evaluation import evaluate_split
-from hat.engine.preemption import Preempted, PreemptionSignals
+from hat.engine.evaluation import evaluate_split, protocol_tables, score_split
+from hat.engine.preemption import EXIT_PREEMPTED, Preempted, PreemptionSignals
 from hat.engine.runtime import resolve_runtime
 from hat.engine.step import training_step
 from hat.engine.throughput import ThroughputMeter
@@ -50,6 +50,7 @@ from hat.models.text_encoder import build_tokenizer
 from hat.models.weight_sources import load_weights, open_weight_source
 from hat.provenance import provenance
 from hat.results import format_tables, write_results
+from hat.retrieval_examples import retrieval_examples
 from hat.tracking import NullTracker, build_tracker
 
 log = logging.getLogger(__name__)
@@ -130,6 +131,7 @@ def train(cfg, run_dir: Path) -> dict[str, float]:
     checkpoints = run_dir / "checkpoints"
     progress = Progress()
     resume_path = _resume_path(cfg.get("resume"), checkpoints)
+    tracker_run_id = None
     if resume_path is not None:
         state = load_checkpoint(resume_path)
         model.load_state_dict(state["model"])
@@ -141,6 +143,7 @@ def train(cfg, run_dir: Path) -> dict[str, float]:
             state["epoch"], state["step"], state["batch"], state["best_metric"], state["best_epoch"]
         )
         restore_rng_state(_own_rng_state(state["rng"], ranks))
+        tracker_run_id = state.get("tracker_run_id")
         log.info(
             "resumed from %s at epoch %d, batch %d, step %d", resume_path, progress.epoch, progress.batch, progress.step
         )
@@ -160,9 +163,12 @@ def train(cfg, run_dir: Path) -> dict[str, float]:
             "best_epoch": progress.best_epoch,
             "rng": gather_objects(capture_rng_state()),  # one entry per rank
             "config": config,
+            "tracker_run_id": tracker.run_id,
         }
 
-    tracker = build_tracker(cfg.logger, run_dir) if ranks.is_main else NullTracker()
+    tracker = build_tracker(cfg.logger, run_dir, config, tracker_run_id) if ranks.is_main else NullTracker()
+    examples = cfg.logger.get("examples")
+    examples_wanted = ranks.is_main and examples is not None and examples.queries > 0
 
     def save_checkpoint_on_main(state: dict, path: Path) -> None:
         """Rank 0 writes; every rank waits for it, so a following read sees the file."""
@@ -170,9 +176,9 @@ def train(cfg, run_dir: Path) -> dict[str, float]:
             save_checkpoint(state, path)
         barrier()
 
+    exit_code = 1  # until the run returns
     try:
         with PreemptionSignals() as signals:
-            tracker.log_config(config)
             max_steps = cfg.train.max_steps or math.inf
             step_fn, wrapped_frozen = None, None
             while progress.epoch < cfg.train.epochs and progress.step < max_steps:
@@ -226,11 +232,17 @@ def train(cfg, run_dir: Path) -> dict[str, float]:
                     progress.epoch += 1
                     progress.batch = 0
 
-                val = evaluate_split(
-                    model, splits["val"], collator, image_size, runtime, cfg.eval.batch_size, "val", ranks=ranks
-                )
+                sims = score_split(model, splits["val"], collator, image_size, runtime, cfg.eval.batch_size, ranks)
+                val = protocol_tables(sims, "val", splits["val"].captions_per_image, None)
                 value = sum(val[name] for name in monitor_names)
                 tracker.log_metrics({**val, "val/monitor": value, "train/epoch": epoch}, progress.step)
+                if examples_wanted:
+                    fused = torch.stack(sims).sum(dim=0)
+                    tracker.log_examples(
+                        retrieval_examples(fused, splits["val"], examples.queries, examples.top_k, examples.curve_max_k),
+                        "val",
+                        progress.step,
+                    )
                 log.info(
                     "epoch %d step %d: val/rsum %.2f, %s %.2f", epoch, progress.step, val["val/rsum"], cfg.train.monitor, value
                 )
@@ -265,9 +277,14 @@ def train(cfg, run_dir: Path) -> dict[str, float]:
                     monitor={cfg.train.monitor: progress.best_metric},
                     provenance=provenance(config),
                 )
+                tracker.log_file(run_dir / "results.json")
+            exit_code = 0
             return test
+    except Preempted:
+        exit_code = EXIT_PREEMPTED
+        raise
     finally:
-        tracker.finish()
+        tracker.finish(exit_code)
         shutdown_process_group()
 
 

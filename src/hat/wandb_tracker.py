@@ -1,0 +1,229 @@
+"""Weights & Biases as a :class:`hat.tracking.Tracker`: a run that never stops the training.
+
+The mode is ``logger.mode`` when set, else ``$WANDB_MODE``, else online when a W&B login exists
+(``WANDB_API_KEY``, ``WANDB_IDENTITY_TOKEN_FILE`` or a netrc entry for the server) and offline
+otherwise; nothing ever prompts for a login. An online run that cannot start within
+``logger.init_timeout`` seconds becomes an offline run, and a run that cannot start at all leaves
+the training with its local files; both with a warning. Every later W&B call that fails is
+reported once and skipped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import netrc
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from hat.retrieval_examples import RetrievalExamples
+
+log = logging.getLogger(__name__)
+
+MODES = ("online", "offline", "disabled")
+LEGACY_MODES = {"dryrun": "offline", "run": "online"}
+DEFAULT_BASE_URL = "https://api.wandb.ai"
+STEP_METRIC = "trainer/step"
+TAG_LENGTH = 64  # W&B's limit on one tag
+LOWER_IS_BETTER = ("medr", "meanr")
+
+
+def has_login(environ: Mapping[str, str]) -> bool:
+    """Whether W&B would find credentials without asking: the environment or a netrc entry for
+    the server (``WANDB_BASE_URL``, default ``https://api.wandb.ai``)."""
+    if environ.get("WANDB_API_KEY") or environ.get("WANDB_IDENTITY_TOKEN_FILE"):
+        return True
+    host = urlsplit(environ.get("WANDB_BASE_URL") or DEFAULT_BASE_URL).hostname
+    path = Path(environ.get("NETRC") or Path.home() / ".netrc")
+    try:
+        return host is not None and netrc.netrc(path).authenticators(host) is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
+
+
+def resolve_mode(requested: str | None, environ: Mapping[str, str]) -> str:
+    """The mode a run starts in: ``requested`` (``logger.mode``), else ``$WANDB_MODE``, else online
+    with a login and offline without. Online without a login turns offline with a warning."""
+    source = "logger.mode"
+    mode = requested
+    if not mode:
+        source, mode = "WANDB_MODE", environ.get("WANDB_MODE")
+    if not mode:
+        return "online" if has_login(environ) else "offline"
+    mode = LEGACY_MODES.get(mode, mode)
+    if mode not in MODES:
+        raise ValueError(f"{source}={mode!r} is not a W&B mode; expected one of {MODES}")
+    if mode == "online" and not has_login(environ):
+        log.warning(
+            "%s=online but no W&B login was found (WANDB_API_KEY or `wandb login`): logging offline instead", source
+        )
+        return "offline"
+    return mode
+
+
+def override_tags(overrides: list[str]) -> list[str]:
+    """Command-line overrides as W&B tags (``alignment.levels=[4,10,12]``), cut to W&B's tag length."""
+    return [item if len(item) <= TAG_LENGTH else item[: TAG_LENGTH - 1] + "…" for item in overrides]
+
+
+def sweep_group(sweep: str | None, sweep_dir: str) -> str:
+    """The W&B group of every job of one multirun: the sweep's name (``+sweeps=NAME``, else
+    ``multirun``) and its start time, taken from the last two parts of Hydra's sweep folder
+    (``multirun/2026-11-27/11-42-21`` gives ``levels-2026-11-27-11-42-21``)."""
+    started = "-".join(Path(sweep_dir).parts[-2:])
+    return f"{sweep or 'multirun'}-{started}"
+
+
+class WandbTracker:
+    """One W&B run of a training: metrics against ``trainer/step``, example tables, summary, files.
+
+    ``settings`` is the ``logger`` config (mode, project, entity, group, tags, name, dir,
+    init_timeout, examples); ``config`` the resolved run config as a plain dict; ``resume_id`` the
+    run to continue (``resume=auto``). Files go to ``logger.dir``, else ``$WANDB_DIR``, else ``run_dir``.
+    """
+
+    def __init__(self, settings, run_dir: Path, config: dict, resume_id: str | None = None) -> None:
+        self.run = None
+        self._failed: set[str] = set()
+        self._defined: set[str] = set()
+        self.thumbnail_size = int(settings.examples.thumbnail)
+        mode = resolve_mode(settings.get("mode"), os.environ)
+        if mode == "disabled":
+            return
+        import wandb
+
+        directory = Path(settings.get("dir") or os.environ.get("WANDB_DIR") or run_dir)
+        directory.mkdir(parents=True, exist_ok=True)
+        arguments = dict(
+            project=settings.project,
+            entity=settings.get("entity"),
+            group=settings.get("group"),
+            tags=list(settings.get("tags") or []),
+            name=settings.get("name"),
+            dir=str(directory),
+            config=config,
+            id=resume_id,
+            resume="allow" if resume_id else None,
+            settings=wandb.Settings(init_timeout=float(settings.init_timeout)),
+        )
+        try:
+            self.run = wandb.init(mode=mode, **arguments)
+        except Exception as error:  # noqa: BLE001  (W&B must never stop a training)
+            if mode != "online":
+                log.warning("W&B could not start (%s): the run keeps only its local files", error)
+                return
+            log.warning("W&B could not start online (%s): logging to an offline run instead", error)
+            try:
+                self.run = wandb.init(mode="offline", **arguments)
+            except Exception as offline_error:  # noqa: BLE001
+                log.warning("W&B could not start offline either (%s): the run keeps only its local files", offline_error)
+                return
+        self.run.define_metric(STEP_METRIC)
+        if self.run.offline:
+            log.info("W&B offline run in %s; upload it later with `wandb sync %s`", self.run.dir, Path(self.run.dir).parent)
+
+    @property
+    def run_id(self) -> str | None:
+        return self.run.id if self.run is not None else None
+
+    @contextlib.contextmanager
+    def _guarded(self, what: str):
+        """Run a W&B call; a failure is logged (once per kind of call) and the training goes on."""
+        try:
+            yield
+        except Exception as error:  # noqa: BLE001
+            if what not in self._failed:
+                self._failed.add(what)
+                log.warning("W&B %s failed (%s); the training goes on", what, error)
+
+    def _define(self, names) -> None:
+        """Plot every metric against ``trainer/step`` and keep the best and the last value of each
+        validation metric in the summary (``val/rsum.max``; the minimum of ranks)."""
+        for name in names:
+            if name in self._defined:
+                continue
+            self._defined.add(name)
+            summary = None
+            if name.startswith("val/"):
+                summary = "min,last" if name.endswith(LOWER_IS_BETTER) else "max,last"
+            self.run.define_metric(name, step_metric=STEP_METRIC, summary=summary)
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        if self.run is None:
+            return
+        with self._guarded("log"):
+            self._define(metrics)
+            self.run.log({**metrics, STEP_METRIC: step})
+
+    def log_examples(self, examples: RetrievalExamples, prefix: str, step: int) -> None:
+        """Two tables (image queries with their top captions; caption queries with thumbnails of
+        their top images) and the recall@K curve, under ``{prefix}/examples/...``."""
+        if self.run is None:
+            return
+        with self._guarded("example tables"):
+            import wandb
+
+            size = self.thumbnail_size
+            top_k = len(examples.image_queries[0].top_captions) if examples.image_queries else 0
+            mark = {True: "✓ ", False: "✗ "}
+            image_table = wandb.Table(
+                columns=["image", "index", "first_correct_rank", *(f"top{k}" for k in range(1, top_k + 1))]
+            )
+            for query in examples.image_queries:
+                image_table.add_data(
+                    wandb.Image(examples.thumbnail(query.image, size)),
+                    query.image,
+                    query.first_correct_rank,
+                    *(mark[ok] + text for ok, text in zip(query.top_correct, query.top_captions)),
+                )
+            top_k = len(examples.caption_queries[0].top_images) if examples.caption_queries else 0
+            caption_table = wandb.Table(
+                columns=["caption", "image", "first_correct_rank", *(f"top{k}" for k in range(1, top_k + 1))]
+            )
+            for query in examples.caption_queries:
+                caption_table.add_data(
+                    query.caption,
+                    wandb.Image(examples.thumbnail(query.image, size)),
+                    query.first_correct_rank,
+                    *(
+                        wandb.Image(examples.thumbnail(image, size), caption=mark[ok] + f"image {image}")
+                        for ok, image in zip(query.top_correct, query.top_images)
+                    ),
+                )
+            ks = list(range(1, len(examples.i2t_curve) + 1))
+            curve = wandb.plot.line_series(
+                xs=ks,
+                ys=[examples.i2t_curve, examples.t2i_curve],
+                keys=["i2t", "t2i"],
+                title=f"{prefix} recall@K",
+                xname="K",
+            )
+            entries = {
+                f"{prefix}/examples/image_queries": image_table,
+                f"{prefix}/examples/caption_queries": caption_table,
+                f"{prefix}/recall_curve": curve,
+            }
+            self._define(entries)
+            self.run.log({**entries, STEP_METRIC: step})
+
+    def log_summary(self, summary: dict[str, float]) -> None:
+        if self.run is None:
+            return
+        with self._guarded("summary"):
+            self.run.summary.update(summary)
+
+    def log_file(self, path: Path) -> None:
+        """Attach ``path`` to the run's files now (e.g. ``results.json``)."""
+        if self.run is None:
+            return
+        with self._guarded("file upload"):
+            self.run.save(str(path), base_path=str(path.parent), policy="now")
+
+    def finish(self, exit_code: int = 0) -> None:
+        if self.run is None:
+            return
+        with self._guarded("finish"):
+            self.run.finish(exit_code=exit_code)
+        self.run = None

@@ -1,0 +1,128 @@
+"""W&B tracking: the mode a run starts in, labels, and real offline runs of train.py read back."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, TINY_RUN
+from hat.wandb_tracker import has_login, override_tags, resolve_mode, sweep_group
+from wandb_offline import isolated_environment, offline_runs, read_offline_run
+
+NO_NETRC = {"NETRC": "/nonexistent/netrc"}
+
+
+@pytest.mark.parametrize(
+    ("requested", "environ", "expected"),
+    [
+        ("offline", {"WANDB_MODE": "online", "WANDB_API_KEY": "k"}, "offline"),  # logger.mode wins
+        ("disabled", {}, "disabled"),
+        (None, {"WANDB_MODE": "disabled"}, "disabled"),
+        (None, {"WANDB_MODE": "dryrun"}, "offline"),  # W&B's old name for offline
+        (None, {"WANDB_API_KEY": "k"}, "online"),  # logged in
+        (None, {}, "offline"),  # no login: never prompt, run offline
+        ("online", {}, "offline"),  # online asked for, but no login
+        ("online", {"WANDB_API_KEY": "k"}, "online"),
+    ],
+)
+def test_mode(requested, environ, expected):
+    assert resolve_mode(requested, {**NO_NETRC, **environ}) == expected
+
+
+def test_a_bad_mode_names_where_it_came_from():
+    with pytest.raises(ValueError, match="WANDB_MODE='sometimes'"):
+        resolve_mode(None, {"WANDB_MODE": "sometimes"})
+
+
+def test_login_from_netrc_for_the_configured_server(tmp_path):
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine wandb.example.org\n  login user\n  password " + "a" * 40 + "\n")
+    netrc.chmod(0o600)
+    assert has_login({"NETRC": str(netrc), "WANDB_BASE_URL": "https://wandb.example.org"})
+    assert not has_login({"NETRC": str(netrc)})  # an entry for another server is no login for api.wandb.ai
+
+
+def test_labels():
+    long = "dataset.root=/" + "x" * 100
+    assert override_tags(["alignment.levels=[12]", long]) == ["alignment.levels=[12]", long[:63] + "…"]
+    assert sweep_group("levels", "multirun/2026-11-27/11-42-21") == "levels-2026-11-27-11-42-21"
+    assert sweep_group(None, "multirun/2026-11-27/11-42-21") == "multirun-2026-11-27-11-42-21"
+
+
+def _train(tmp_path: Path, run_dir: Path, *overrides: str, env: dict) -> tuple[subprocess.CompletedProcess, float]:
+    start = time.perf_counter()
+    result = subprocess.run(
+        [sys.executable, "train.py", *TINY_RUN, f"hydra.run.dir={run_dir}", *overrides],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result, time.perf_counter() - start
+
+
+@pytest.fixture(scope="module")
+def offline_training(tmp_path_factory):
+    """A tiny training in offline mode, stopped after one epoch and resumed for two more."""
+    tmp_path = tmp_path_factory.mktemp("offline")
+    env = isolated_environment(tmp_path)
+    run_dir = tmp_path / "run"
+    _, first_seconds = _train(tmp_path, run_dir, "logger.mode=offline", "train.epochs=1", env=env)
+    _train(tmp_path, run_dir, "logger.mode=offline", "resume=auto", "train.epochs=3", env=env)
+    return tmp_path, run_dir, first_seconds
+
+
+@pytest.mark.slow
+def test_offline_run_records_config_metrics_examples_and_results(offline_training):
+    tmp_path, run_dir, _ = offline_training
+    first, resumed = (read_offline_run(path) for path in offline_runs(tmp_path))
+    assert resumed.run_id == first.run_id  # resume=auto continues the same W&B run
+    assert resumed.exit_code == 0
+
+    assert first.config["alignment"]["levels"] == [4, 10, 12]
+    assert first.config["dataset"]["name"] == "shapes"
+
+    rows = first.history + resumed.history
+    validations = [row for row in rows if "val/rsum" in row]
+    assert [row["trainer/step"] for row in validations] == [15, 30, 45]  # 24 images x 5 captions / batch 8 per epoch
+    for level in (1, 2, 3):
+        assert f"val/level{level}/i2t_r1" in validations[0]
+    assert any("train/loss" in row and "train/samples_per_s" in row for row in rows)
+    assert any("test/rsum" in row for row in resumed.history)
+
+    results = json.loads((run_dir / "results.json").read_text())["metrics"]
+    assert resumed.summary["test/rsum"] == results["test/rsum"]
+    resumed_rsums = [row["val/rsum"] for row in resumed.history if "val/rsum" in row]
+    assert resumed.summary["val/rsum"] == {"max": max(resumed_rsums), "last": resumed_rsums[-1]}
+    assert "best/monitor" in resumed.summary
+    (offline_dir,) = [p for p in offline_runs(tmp_path) if p.name.endswith(resumed.run_id)][-1:]
+    assert json.loads((offline_dir / "files" / "results.json").read_text())["metrics"] == results
+
+    tables = [row for row in first.history if "val/examples/image_queries" in row]
+    assert [row["val/examples/image_queries"]["_type"] for row in tables] == ["table-file"]
+    images = first.table("val/examples/image_queries")
+    assert images["columns"][:3] == ["image", "index", "first_correct_rank"]
+    assert len(images["data"]) == 8 and all(len(row) == 3 + 5 for row in images["data"])
+    assert all(row[0]["_type"] == "image-file" for row in images["data"])
+    captions = first.table("val/examples/caption_queries")
+    assert captions["columns"][:3] == ["caption", "image", "first_correct_rank"]
+    assert all(1 <= row[2] <= 8 for row in captions["data"])  # the rank of the caption's image
+    curve = first.table("val/recall_curve_table")
+    assert len(curve["data"]) == 2 * 50  # K = 1..50, i2t and t2i
+
+
+@pytest.mark.slow
+def test_an_unreachable_server_falls_back_to_an_offline_run(tmp_path, offline_training):
+    _, _, offline_seconds = offline_training  # the same one-epoch training, offline from the start
+    env = isolated_environment(tmp_path, WANDB_BASE_URL="http://127.0.0.1:9", WANDB_API_KEY="a" * 40)
+    run_dir = tmp_path / "run"
+    result, seconds = _train(tmp_path, run_dir, "logger.mode=online", "train.epochs=1", env=env)
+    assert (run_dir / "results.json").is_file()
+    assert "W&B could not start online" in result.stderr + result.stdout
+    (offline,) = offline_runs(tmp_path)
+    assert "test/rsum" in read_offline_run(offline).summary
+    assert seconds - offline_seconds < 60, f"{seconds:.0f} s against {offline_seconds:.0f} s offline"
