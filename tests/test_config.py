@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 import time
@@ -135,8 +136,6 @@ def test_cli_missing_dataset_root_exits_quickly_naming_the_path_and_layout(tmp_p
 
 def _sweep_jobs(name: str) -> list[list[str]]:
     """Each job's overrides of sweeps/NAME.yaml, expanded as Hydra's basic sweeper does."""
-    import itertools
-
     import yaml
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
@@ -168,3 +167,34 @@ def test_sweep_is_found_from_any_working_directory(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "alignment.levels: '[12],[10,12],[4,10,12],[3,6,9,12]'" in result.stdout
+
+
+WANDB_SWEEPS = sorted(p.stem for p in (ROOT / "sweeps" / "wandb").glob("*.yaml"))
+
+
+def _wandb_agent_jobs(name: str) -> list[list[str]]:
+    """The command-line overrides `wandb agent` passes for each run of a grid sweep file."""
+    import yaml
+    from wandb.sdk.launch.sweeps.utils import create_sweep_command_args
+
+    spec = yaml.safe_load((ROOT / "sweeps" / "wandb" / f"{name}.yaml").read_text())
+    assert spec["program"] == "train.py" and spec["method"] == "grid"
+    assert spec["command"][-1] == "${args_no_hyphens}"  # key=value: Hydra's override syntax
+    keys = list(spec["parameters"])
+    grid = itertools.product(*(spec["parameters"][key]["values"] for key in keys))
+    return [
+        create_sweep_command_args({"args": {k: {"value": v} for k, v in zip(keys, values)}})["args_no_hyphens"]
+        for values in grid
+    ]
+
+
+def test_there_is_a_wandb_sweep_file_for_every_hydra_sweep():
+    assert WANDB_SWEEPS == SWEEPS
+
+
+@pytest.mark.parametrize("name", WANDB_SWEEPS)
+def test_wandb_sweep_runs_the_same_grid_as_the_hydra_sweep(name):
+    jobs = _wandb_agent_jobs(name)
+    assert sorted(jobs) == sorted(_sweep_jobs(name))
+    for job in jobs:
+        validate_model_config(compose_config("train", ["encoder=tiny", *job]))
