@@ -24,6 +24,7 @@ def main(cfg: DictConfig) -> None:
             batch_size=cfg.eval.batch_size,
             release_model=cfg.release,
             export=Path(cfg.export) if cfg.export else None,
+            levels=cfg.eval.get("levels"),
         )
     except (ConfigError, DatasetError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)

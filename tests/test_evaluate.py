@@ -11,10 +11,13 @@ import torch
 from omegaconf import OmegaConf
 
 from conftest import ROOT, TINY_RUN
+from hat.config import ConfigError
 from hat.engine.evaluate_checkpoint import evaluate_checkpoint
 from hat.engine.runtime import resolve_runtime
 
 pytestmark = pytest.mark.slow
+
+CPU = OmegaConf.create({"device": "cpu", "precision": "fp32", "num_workers": 0, "pin_memory": False, "compile": False})
 
 
 def _run(script: str, *args: str) -> subprocess.CompletedProcess:
@@ -46,12 +49,32 @@ def test_each_image_is_encoded_once(trained_run, tmp_path, monkeypatch):
     encoded = []
     original = HATModel.encode_images
     monkeypatch.setattr(HATModel, "encode_images", lambda self, x: encoded.append(len(x)) or original(self, x))
-    hardware = OmegaConf.create({"device": "cpu", "precision": "fp32", "num_workers": 0, "pin_memory": False,
-                                 "compile": False})
-    assert resolve_runtime(hardware).device.type == "cpu"
-    metrics = evaluate_checkpoint(trained_run / "checkpoints" / "best.pt", tmp_path, hardware, split="val")
+    assert resolve_runtime(CPU).device.type == "cpu"
+    metrics = evaluate_checkpoint(trained_run / "checkpoints" / "best.pt", tmp_path, CPU, split="val")
     assert sum(encoded) == 8  # dataset.num_val images, not 8 x 5 captions
     assert "val/rsum" in metrics
+
+
+def test_fusing_a_subset_of_the_trained_levels(trained_run, tmp_path, capsys):
+    best = trained_run / "checkpoints" / "best.pt"
+    everything = evaluate_checkpoint(best, tmp_path / "all", CPU, split="val")
+    only_top = evaluate_checkpoint(best, tmp_path / "top", CPU, split="val", levels=[3])
+    for key, value in everything.items():
+        if "/level" in key:
+            assert only_top[key] == pytest.approx(value)  # each level alone is unchanged
+    for metric in ("i2t_r1", "t2i_r5", "rsum"):
+        assert only_top[f"val/{metric}"] == pytest.approx(everything[f"val/level3/{metric}"])  # one level fused = itself
+    two = evaluate_checkpoint(best, tmp_path / "two", CPU, split="val", levels=[3, 2])
+    assert "| fused level2+level3 |" in capsys.readouterr().out
+    assert json.loads((tmp_path / "two" / "results.json").read_text())["fused_levels"] == [2, 3]
+    assert json.loads((tmp_path / "all" / "results.json").read_text())["fused_levels"] == [1, 2, 3]
+    assert set(two) == set(everything)
+
+
+@pytest.mark.parametrize("levels", [[4], [0], [2, 2], []])
+def test_fused_levels_must_be_trained_levels(trained_run, tmp_path, levels):
+    with pytest.raises(ConfigError, match=r"eval\.levels=.*distinct positions 1\.\.3.*alignment\.levels=\[4, 10, 12\]"):
+        evaluate_checkpoint(trained_run / "checkpoints" / "best.pt", tmp_path, CPU, split="val", levels=levels)
 
 
 def test_evaluate_names_a_missing_checkpoint(tmp_path):

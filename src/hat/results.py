@@ -11,9 +11,13 @@ from hat.metrics import metric_name
 COLUMNS = ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "rsum")
 
 
-def format_table(metrics: dict[str, float], split: str, num_levels: int, protocol: str | None = None) -> str:
-    """A Markdown table: one row per level alone, then the fused score."""
-    rows = [(f"level{k}", k) for k in range(1, num_levels + 1)] + [("fused", None)]
+def format_table(
+    metrics: dict[str, float], split: str, num_levels: int, protocol: str | None = None, fused_levels=None
+) -> str:
+    """A Markdown table: one row per level alone, then the fused score (of ``fused_levels``, 1-based,
+    when only some levels are fused)."""
+    fused = "fused" if not fused_levels else "fused " + "+".join(f"level{k}" for k in fused_levels)
+    rows = [(f"level{k}", k) for k in range(1, num_levels + 1)] + [(fused, None)]
     lines = [
         "| " + " | ".join(("scores", *COLUMNS)) + " |",
         "|" + "---|" * (len(COLUMNS) + 1),
@@ -24,11 +28,13 @@ def format_table(metrics: dict[str, float], split: str, num_levels: int, protoco
     return "\n".join(lines)
 
 
-def format_tables(metrics: dict[str, float], split: str, num_levels: int, protocols) -> str:
+def format_tables(metrics: dict[str, float], split: str, num_levels: int, protocols, fused_levels=None) -> str:
     """:func:`format_table` for each protocol in ``protocols`` (a ``{name: folds}`` mapping or None)."""
     if not protocols:
-        return format_table(metrics, split, num_levels)
-    return "\n\n".join(f"{name}:\n" + format_table(metrics, split, num_levels, name) for name in protocols)
+        return format_table(metrics, split, num_levels, None, fused_levels)
+    return "\n\n".join(
+        f"{name}:\n" + format_table(metrics, split, num_levels, name, fused_levels) for name in protocols
+    )
 
 
 def write_results(path: Path, metrics: dict[str, float], **extra) -> None:

@@ -32,6 +32,7 @@ def evaluate_checkpoint(
     batch_size: int = 128,
     release_model=None,
     export: Path | None = None,
+    levels=None,
 ) -> dict[str, float]:
     """Recall table of the weights at ``checkpoint`` on ``split`` of their dataset, or of ``dataset``.
 
@@ -39,6 +40,8 @@ def evaluate_checkpoint(
     files (see :mod:`hat.models.weight_sources`); a release carries no config of ours, so its
     architecture is ``release_model`` (``encoder`` and ``alignment`` config) and ``dataset`` is
     required. The model is rebuilt with random weights (nothing is downloaded) and then loaded.
+    ``levels`` (``eval.levels``): 1-based positions among the trained levels whose scores are fused
+    for the ``{split}/...`` metrics (all of them for ``None``); each level alone is reported as well.
     Prints the table, writes ``run_dir/results.json`` and, with ``export``, the converted model.
     Returns the flat metrics (``test/rsum``, ``test/level1/i2t_r1``, ...).
     """
@@ -64,6 +67,7 @@ def evaluate_checkpoint(
         raise ConfigError(str(error)) from error
 
     model = build_model(cfg)
+    fused_levels = _check_fused_levels(levels, cfg.alignment.levels)
     load_weights(source, model)
     config = OmegaConf.to_container(cfg, resolve=True)
     if export is not None:
@@ -76,14 +80,31 @@ def evaluate_checkpoint(
     log.info("evaluating %s (%s, epoch %s) on %s/%s", checkpoint, source.kind, source.epoch, cfg.dataset.name, split)
     protocols = to_plain(cfg.dataset.get("test_protocols")) if split == "test" else None
     metrics = evaluate_split(
-        model, data, collator, cfg.encoder.image.image_size, runtime, batch_size, split, protocols
+        model, data, collator, cfg.encoder.image.image_size, runtime, batch_size, split, protocols,
+        fused_levels=fused_levels,
     )
-    print(f"\n{cfg.dataset.name} {split}, {checkpoint}:\n" + format_tables(metrics, split, model.num_levels, protocols))
+    table = format_tables(metrics, split, model.num_levels, protocols, fused_levels)
+    print(f"\n{cfg.dataset.name} {split}, {checkpoint}:\n" + table)
     write_results(
         run_dir / "results.json",
         metrics,
         checkpoint=str(checkpoint),
         epoch=source.epoch,
+        fused_levels=fused_levels or list(range(1, model.num_levels + 1)),
         provenance=provenance(config),
     )
     return metrics
+
+
+def _check_fused_levels(levels, trained_levels) -> list[int] | None:
+    """``eval.levels`` as a list of distinct 1-based positions among ``trained_levels`` (None: all)."""
+    if levels is None:
+        return None
+    levels = list(levels)
+    count = len(trained_levels)
+    if not levels or len(set(levels)) != len(levels) or any(not 1 <= k <= count for k in levels):
+        raise ConfigError(
+            f"eval.levels={levels} must list distinct positions 1..{count} of the trained levels "
+            f"(alignment.levels={list(trained_levels)}), e.g. eval.levels=[2,3]"
+        )
+    return sorted(levels)

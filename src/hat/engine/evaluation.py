@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -115,17 +116,30 @@ def level_similarities(
     return sims
 
 
-def recall_table(sims: list[torch.Tensor], split: str, captions_per_image: int, protocol: str | None = None) -> dict[str, float]:
-    """Metrics of each level alone (``{split}[/{protocol}]/level{k}/...``) and of their sum (no level part)."""
+def recall_table(
+    sims: list[torch.Tensor],
+    split: str,
+    captions_per_image: int,
+    protocol: str | None = None,
+    fused_levels: Sequence[int] | None = None,
+) -> dict[str, float]:
+    """Metrics of each level alone (``{split}[/{protocol}]/level{k}/...``) and of the sum of the
+    ``fused_levels`` (1-based; all levels for ``None``) under no level part (``{split}/rsum``)."""
     metrics: dict[str, float] = {}
     for level, level_sims in enumerate(sims, start=1):
         metrics |= prefixed(retrieval_recall(level_sims, captions_per_image), split, protocol, level)
-    metrics |= prefixed(retrieval_recall(torch.stack(sims).sum(dim=0), captions_per_image), split, protocol)
+    fused = torch.stack([sims[k - 1] for k in fused_levels or range(1, len(sims) + 1)]).sum(dim=0)
+    metrics |= prefixed(retrieval_recall(fused, captions_per_image), split, protocol)
     return metrics
 
 
 def fold_mean_table(
-    sims: list[torch.Tensor], split: str, captions_per_image: int, protocol: str, folds: int
+    sims: list[torch.Tensor],
+    split: str,
+    captions_per_image: int,
+    protocol: str,
+    folds: int,
+    fused_levels: Sequence[int] | None = None,
 ) -> dict[str, float]:
     """:func:`recall_table` averaged over ``folds`` equal contiguous slices of the images (COCO 1K: 5 folds).
 
@@ -143,6 +157,7 @@ def fold_mean_table(
             split,
             captions_per_image,
             protocol,
+            fused_levels,
         )
         for f in range(folds)
     ]
@@ -150,14 +165,18 @@ def fold_mean_table(
 
 
 def protocol_tables(
-    sims: list[torch.Tensor], split: str, captions_per_image: int, protocols: dict[str, int] | None
+    sims: list[torch.Tensor],
+    split: str,
+    captions_per_image: int,
+    protocols: dict[str, int] | None,
+    fused_levels: Sequence[int] | None = None,
 ) -> dict[str, float]:
     """One :func:`fold_mean_table` per ``{protocol: folds}`` entry, or a plain table for ``None``."""
     if not protocols:
-        return recall_table(sims, split, captions_per_image)
+        return recall_table(sims, split, captions_per_image, None, fused_levels)
     metrics: dict[str, float] = {}
     for protocol, folds in protocols.items():
-        metrics |= fold_mean_table(sims, split, captions_per_image, protocol, folds)
+        metrics |= fold_mean_table(sims, split, captions_per_image, protocol, folds, fused_levels)
     return metrics
 
 
@@ -186,8 +205,9 @@ def evaluate_split(
     split_name: str,
     protocols: dict[str, int] | None = None,
     ranks: Distributed = Distributed(),
+    fused_levels: Sequence[int] | None = None,
 ) -> dict[str, float]:
     """Score ``split`` (:func:`score_split`) and return its recall tables under ``split_name`` (see
     :func:`protocol_tables`)."""
     sims = score_split(model, split, collator, image_size, runtime, batch_size, ranks)
-    return protocol_tables(sims, split_name, split.captions_per_image, protocols)
+    return protocol_tables(sims, split_name, split.captions_per_image, protocols, fused_levels)
