@@ -11,7 +11,7 @@ import yaml
 
 from conftest import ROOT, TINY_RUN
 from wandb_offline import isolated_environment, offline_runs, read_offline_run
-from hat.report import METRICS, main
+from hat.report import METRICS, main, wandb_jobs
 
 
 def _job(folder, overrides, rsum, seed_offset=0.0):
@@ -46,6 +46,51 @@ def test_csv_and_the_first_protocol_of_coco(tmp_path, capsys):
 def test_no_results_is_an_error(tmp_path, capsys):
     assert main([str(tmp_path)]) == 1
     assert "no results.json" in capsys.readouterr().err
+
+
+class _FakeRun:
+    """What wandb_jobs reads of a ``wandb.apis.public.Run``."""
+
+    def __init__(self, run_id, state, tags, summary):
+        self.id, self.name, self.state, self.tags, self.summary = run_id, f"run-{run_id}", state, tags, summary
+
+
+class _FakeApi:
+    def __init__(self, runs):
+        self.runs_by_group = runs
+        self.asked = []
+
+    def runs(self, path, filters):
+        self.asked.append((path, filters))
+        return self.runs_by_group.get(filters["group"], [])
+
+
+def test_rows_from_a_wandb_group():
+    def summary(rsum):
+        return {**{f"test/{m}": 1.0 for m in METRICS}, "test/rsum": rsum, "test/level1/rsum": 0.5, "_wandb": {"runtime": 3}}
+
+    api = _FakeApi({"levels-2026-11-27-12-00-00": [
+        _FakeRun("a", "finished", ["+sweeps=levels", "alignment.levels=[12]", "baseline"], summary(300.0)),
+        _FakeRun("b", "finished", ["+sweeps=levels", "alignment.levels=[4,10,12]"], summary(400.0)),
+        _FakeRun("c", "running", ["+sweeps=levels", "alignment.levels=[10,12]"], summary(0.0)),
+        _FakeRun("d", "finished", ["+sweeps=levels", "alignment.levels=[3,6,9,12]"], {"val/rsum": 1.0}),  # no test
+    ]})
+    jobs = wandb_jobs("levels-2026-11-27-12-00-00", "hat", "lab", api=api)
+    assert api.asked == [("lab/hat", {"group": "levels-2026-11-27-12-00-00"})]
+    assert [(job.overrides, job.metrics["rsum"]) for job in jobs] == [
+        ({"sweeps": "levels", "alignment.levels": "[12]"}, 300.0),
+        ({"sweeps": "levels", "alignment.levels": "[4,10,12]"}, 400.0),
+    ]
+
+
+def test_wandb_report_without_a_reachable_server_is_an_error(tmp_path):
+    env = isolated_environment(tmp_path, WANDB_BASE_URL="http://127.0.0.1:9", WANDB_API_KEY="a" * 40)
+    report = subprocess.run(
+        [sys.executable, "-m", "hat.report", "--wandb", "levels-2026-11-27-12-00-00"],
+        env=env, capture_output=True, text=True, timeout=90,
+    )
+    assert report.returncode == 1
+    assert "cannot read W&B group 'levels-2026-11-27-12-00-00' of project 'hat'" in report.stderr
 
 
 @pytest.mark.slow

@@ -1,10 +1,12 @@
-"""Ablation report: ``python -m hat.report MULTIRUN_DIR [--csv]``.
+"""Ablation report: ``python -m hat.report MULTIRUN_DIR [--csv]`` or ``python -m hat.report --wandb GROUP``.
 
 Reads the ``results.json`` of every job below a folder (at any depth), takes each job's
 overrides from Hydra's ``.hydra/overrides.yaml`` beside it, and prints one row per job with its
 overrides as columns and R@1/5/10 both ways and rsum of the fused test score. Jobs that differ
-only in ``seed`` are merged into one row of mean +- standard deviation. Exit status 1 when no
-results are found.
+only in ``seed`` are merged into one row of mean +- standard deviation. With ``--wandb GROUP``
+the jobs are the finished runs of a W&B group (a sweep's group, see train.py), their overrides
+the ``key=value`` tags train.py gives them and their metrics the run summaries. Exit status 1
+when no results are found or W&B cannot be read.
 """
 
 from __future__ import annotations
@@ -26,11 +28,23 @@ SEED_KEYS = ("seed",)
 
 @dataclass
 class Job:
-    """One finished run: where it is, its overrides (``key -> value``) and its fused test metrics."""
+    """One finished run: where it is (a folder or a W&B run), its overrides (``key -> value``)
+    and its fused test metrics."""
 
-    path: Path
+    source: str
     overrides: dict[str, str]
     metrics: dict[str, float]
+
+
+def parse_overrides(items) -> dict[str, str]:
+    """``key=value`` command-line overrides as a dict; Hydra's own settings and items without ``=`` are left out."""
+    overrides = {}
+    for item in items:
+        key, equals, value = str(item).partition("=")
+        key = key.lstrip("+~")
+        if equals and not key.startswith("hydra"):
+            overrides[key] = value
+    return overrides
 
 
 def fused_test_metrics(metrics: dict[str, float]) -> dict[str, float]:
@@ -48,14 +62,31 @@ def find_jobs(root: Path) -> list[Job]:
     jobs = []
     for results in sorted(root.rglob("results.json")):
         overrides_file = results.parent / ".hydra" / "overrides.yaml"
-        overrides = {}
-        if overrides_file.is_file():
-            for item in yaml.safe_load(overrides_file.read_text()) or []:
-                key, _, value = str(item).partition("=")
-                if not key.lstrip("+~").startswith("hydra"):
-                    overrides[key.lstrip("+~")] = value
+        items = (yaml.safe_load(overrides_file.read_text()) or []) if overrides_file.is_file() else []
         metrics = json.loads(results.read_text())["metrics"]
-        jobs.append(Job(results.parent, overrides, fused_test_metrics(metrics)))
+        jobs.append(Job(str(results.parent), parse_overrides(items), fused_test_metrics(metrics)))
+    return jobs
+
+
+def wandb_jobs(group: str, project: str, entity: str | None = None, api=None) -> list[Job]:
+    """The finished runs of W&B group ``group`` in ``entity/project`` that hold test metrics.
+
+    ``api`` is a ``wandb.Api`` (made here, with a short timeout, when not given).
+    """
+    if api is None:
+        import wandb
+
+        api = wandb.Api(timeout=10)
+    jobs = []
+    for run in api.runs(f"{entity}/{project}" if entity else project, filters={"group": group}):
+        if run.state != "finished":
+            continue
+        summary = {key: value for key, value in run.summary.items() if isinstance(value, (int, float))}
+        try:
+            metrics = fused_test_metrics(summary)
+        except ValueError:
+            continue  # a run that stopped before its test
+        jobs.append(Job(f"wandb run {run.id} ({run.name})", parse_overrides(run.tags), metrics))
     return jobs
 
 
@@ -92,12 +123,27 @@ def csv_text(header: list[str], rows: list[list[str]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m hat.report", description=__doc__.splitlines()[0])
-    parser.add_argument("path", type=Path, help="a multirun (or any) folder holding results.json files")
+    parser.add_argument("path", type=Path, nargs="?", help="a multirun (or any) folder holding results.json files")
+    parser.add_argument("--wandb", metavar="GROUP", help="read the finished runs of this W&B group instead")
+    parser.add_argument("--project", default="hat", help="W&B project of --wandb (default: hat)")
+    parser.add_argument("--entity", help="W&B entity of --wandb (default: your default entity)")
     parser.add_argument("--csv", action="store_true", help="CSV instead of Markdown")
     args = parser.parse_args(argv)
-    jobs = find_jobs(args.path)
+    if (args.path is None) == (args.wandb is None):
+        parser.error("give either PATH or --wandb GROUP")
+    if args.wandb is not None:
+        where = f"W&B group {args.wandb!r} of project {args.project!r}"
+        try:
+            jobs = wandb_jobs(args.wandb, args.project, args.entity)
+        except Exception as error:  # noqa: BLE001  (no login, no server, no such project: all end here)
+            print(f"cannot read {where}: {error}", file=sys.stderr)
+            return 1
+        missing = f"no finished run with test metrics in {where}"
+    else:
+        jobs = find_jobs(args.path)
+        missing = f"no results.json below {args.path}"
     if not jobs:
-        print(f"no results.json below {args.path}", file=sys.stderr)
+        print(missing, file=sys.stderr)
         return 1
     header, rows = table_rows(jobs)
     print(csv_text(header, rows) if args.csv else markdown(header, rows))
