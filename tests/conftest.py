@@ -11,6 +11,11 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
+if not torch.cuda.is_available():
+    # Triton kernels run through Triton's interpreter on the CPU. Set before anything imports
+    # triton (timm and transformers do), since triton reads it when its functions are defined.
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 sys.path.insert(0, str(ROOT))

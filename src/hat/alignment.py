@@ -13,10 +13,16 @@ All image-caption pairs are scored at once, in blocks of images x captions whose
 ``(Ib, Cb, R, d)`` is never built: the cosine's numerator is ``sum_w P[r, w] S[r, w]`` and the
 context's squared norm is the quadratic form ``P[r] G P[r]^T`` with the caption's Gram matrix
 ``G = T T^T`` (W x W).
+
+On CUDA, scores that need no gradient (evaluation) go through the fused Triton kernels of
+:mod:`hat.kernels.scan_triton` (``kernel="auto"``); this PyTorch path is their fallback, the
+reference they are tested against, and the path that trains.
 """
 
 from __future__ import annotations
 
+import functools
+import logging
 import math
 from collections.abc import Sequence
 
@@ -27,6 +33,9 @@ DIRECTIONS = ("i2t", "t2i")
 LEAKY_SLOPE = 0.1
 NORM_EPS = 1e-8
 DEFAULT_BLOCK_ELEMENTS = 1 << 24
+KERNELS = ("auto", "torch", "triton")
+
+log = logging.getLogger(__name__)
 
 
 def scan_similarity(
@@ -36,6 +45,7 @@ def scan_similarity(
     direction: str = "i2t",
     smooth: float = 9.0,
     block_elements: int = DEFAULT_BLOCK_ELEMENTS,
+    kernel: str = "auto",
 ) -> torch.Tensor:
     """Score every image against every caption at one level.
 
@@ -48,6 +58,9 @@ def scan_similarity(
         smooth: the inverse softmax temperature lambda (> 0).
         block_elements: upper bound on the entries of one ``(Ib, Cb, R, W)`` score block; bounds
             the working memory independently of ``I`` and ``C``.
+        kernel: ``"auto"``: the fused Triton kernel for CUDA inputs that need no gradient (when
+            Triton is installed), else this PyTorch path; ``"torch"``: always this path;
+            ``"triton"``: always the kernel (no autograd).
 
     Returns:
         ``(I, C)`` float32 scores (float64 for float64 inputs). Differentiable with respect to ``images`` and ``captions``.
@@ -69,6 +82,10 @@ def scan_similarity(
         raise ValueError(f"caption_lengths must have shape ({num_captions},), got {tuple(lengths.shape)}")
     if num_captions and (int(lengths.min()) < 1 or int(lengths.max()) > width):
         raise ValueError(f"caption lengths must lie in [1, {width}], got {lengths.tolist()}")
+    if kernel not in KERNELS:
+        raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
+    if kernel == "triton" or (kernel == "auto" and _fused_kernel_applies(images, captions)):
+        return _fused_similarity(images, captions, lengths, direction, smooth)
 
     valid = torch.arange(width, device=captions.device)[None, :] < lengths[:, None]  # (C, W)
     captions = captions.masked_fill(~valid[:, :, None], 0.0)  # padding may hold anything, even NaN
@@ -107,6 +124,7 @@ def multi_level_similarity(
     direction: str = "i2t",
     smooth: float = 9.0,
     block_elements: int = DEFAULT_BLOCK_ELEMENTS,
+    kernel: str = "auto",
 ) -> list[torch.Tensor]:
     """Per-level scores for aligned lists of level features; the fused score is their sum.
 
@@ -120,9 +138,38 @@ def multi_level_similarity(
     if len(images) != len(captions):
         raise ValueError(f"got {len(images)} image levels but {len(captions)} caption levels")
     return [
-        scan_similarity(v, t, caption_lengths, direction, smooth, block_elements)
+        scan_similarity(v, t, caption_lengths, direction, smooth, block_elements, kernel)
         for v, t in zip(images, captions)
     ]
+
+
+@functools.cache
+def _triton_similarity():
+    """The fused kernel's entry point, or None (logged once) when Triton is not installed."""
+    try:
+        from hat.kernels.scan_triton import triton_scan_similarity
+    except ImportError as error:
+        log.info("the fused similarity kernel is unavailable (%s): scoring with the PyTorch path", error)
+        return None
+    return triton_scan_similarity
+
+
+def _fused_kernel_applies(images: torch.Tensor, captions: torch.Tensor) -> bool:
+    """CUDA inputs of one dtype that need no gradient, with Triton installed."""
+    needs_grad = torch.is_grad_enabled() and (images.requires_grad or captions.requires_grad)
+    return images.is_cuda and not needs_grad and images.dtype == captions.dtype and _triton_similarity() is not None
+
+
+def _fused_similarity(images, captions, lengths, direction: str, smooth: float) -> torch.Tensor:
+    """The Triton kernel; under autocast the inputs take the autocast dtype, as the products would."""
+    kernel = _triton_similarity()
+    if kernel is None:
+        raise RuntimeError("kernel='triton' needs Triton (pip install triton)")
+    device = images.device.type
+    if torch.is_autocast_enabled(device) and images.dtype == torch.float32:
+        dtype = torch.get_autocast_dtype(device)
+        images, captions = images.to(dtype), captions.to(dtype)
+    return kernel(images, captions, lengths, direction, smooth)
 
 
 def _block_sizes(num_images: int, num_captions: int, pair_elements: int, budget: int) -> tuple[int, int]:
