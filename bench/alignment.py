@@ -5,15 +5,18 @@
     python bench/alignment.py --methods blocked,triton --out bench/results/alignment.json
 
 Methods: ``loop`` (bench/loop_reference.py), ``blocked`` (hat.alignment.scan_similarity, the
-PyTorch path), ``triton`` (the fused kernel, CUDA only). Each row: median time of ``--repeats``
-calls after a warm-up, peak memory, and the largest relative error against the loop (or, without
-the loop, against ``blocked``) over the whole score matrix.
+PyTorch path), ``triton`` (the fused kernel, CUDA only). Each case runs in a fresh process. Each
+row: median time of ``--repeats`` calls after a warm-up, peak memory of the warm-up call, and the
+largest relative error against the first method over the whole score matrix.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import torch
@@ -22,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import measure, mib, pick_device, report  # noqa: E402
 from loop_reference import loop_similarity  # noqa: E402
 
-from hat.alignment import DEFAULT_BLOCK_ELEMENTS, scan_similarity  # noqa: E402
+from hat.alignment import scan_similarity  # noqa: E402
 
 SIZES = {
     "cpu": dict(images=100, captions=500, regions=[196], words=32, dim=256, dtype="float32"),
@@ -39,20 +42,31 @@ def features(images: int, captions: int, regions: int, words: int, dim: int, dty
     return v.to(device, dtype), t.to(device, dtype), lengths.to(device)
 
 
-def method_fn(name: str, block_elements: int):
+def method_fn(name: str, block_elements: int | None):
     if name == "loop":
         return lambda v, t, n, direction, smooth: loop_similarity(v, t, n, direction, smooth)
     if name == "blocked":
-        return lambda v, t, n, direction, smooth: scan_similarity(v, t, n, direction, smooth, block_elements)
+        return lambda v, t, n, direction, smooth: scan_similarity(v, t, n, direction, smooth, block_elements, "torch")
     if name == "triton":
-        from hat.kernels.scan_triton import triton_scan_similarity
-
-        return lambda v, t, n, direction, smooth: triton_scan_similarity(v, t, n, direction, smooth)
+        return lambda v, t, n, direction, smooth: scan_similarity(v, t, n, direction, smooth, kernel="triton")
     raise SystemExit(f"unknown method {name!r}: expected loop, blocked or triton")
 
 
+def run_case(case: dict) -> None:
+    """One method, level and direction in this (fresh) process: its scores go to ``case["scores"]``,
+    its timing to stdout as JSON."""
+    device = pick_device(case["device"])
+    v, t, lengths = features(case["images"], case["captions"], case["regions"], case["words"], case["dim"],
+                             getattr(torch, case["dtype"]), device)
+    fn = method_fn(case["method"], case["block_elements"])
+    with torch.no_grad():
+        torch.save(fn(v, t, lengths, case["direction"], 9.0).float().cpu(), case["scores"])
+        timing = measure(lambda: fn(v, t, lengths, case["direction"], 9.0), device, repeats=case["repeats"])
+    print(json.dumps(timing))
+
+
 def relative_error(scores: torch.Tensor, reference: torch.Tensor) -> float:
-    return ((scores.float() - reference.float()).abs().max() / reference.float().abs().max().clamp_min(1e-12)).item()
+    return ((scores - reference).abs().max() / reference.abs().max().clamp_min(1e-12)).item()
 
 
 def main(argv=None) -> None:
@@ -63,32 +77,41 @@ def main(argv=None) -> None:
     parser.add_argument("--directions", default="i2t,t2i")
     parser.add_argument("--images", type=int)
     parser.add_argument("--captions", type=int)
-    parser.add_argument("--block-elements", type=int, default=DEFAULT_BLOCK_ELEMENTS)
+    parser.add_argument("--block-elements", type=int, help="blocked's score block (default: by device)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--case", help=argparse.SUPPRESS)  # internal: one case in a child process
     args = parser.parse_args(argv)
+    if args.case:
+        run_case(json.loads(args.case))
+        return
 
     device = pick_device(args.device)
     size = dict(SIZES[args.size])
     size["images"] = args.images or size["images"]
     size["captions"] = args.captions or size["captions"]
-    dtype = getattr(torch, size["dtype"])
     methods = [m for m in args.methods.split(",") if m != "triton" or device.type == "cuda"]
     rows = []
-    for regions in size["regions"]:
-        v, t, lengths = features(size["images"], size["captions"], regions, size["words"], size["dim"], dtype, device)
-        for direction in args.directions.split(","):
-            reference = None
-            for name in methods:
-                fn = method_fn(name, args.block_elements)
-                scores = fn(v, t, lengths, direction, 9.0)
-                reference = scores if reference is None else reference
-                timing = measure(lambda: fn(v, t, lengths, direction, 9.0), device, repeats=args.repeats)
-                rows.append([regions, direction, name, timing["median_s"], mib(timing["peak_bytes"]),
-                             relative_error(scores, reference)])
-            del reference
-    settings = {**size, "block_elements": args.block_elements, "repeats": args.repeats}
-    report("alignment", device, settings, ["regions", "direction", "method", "median s", "peak MiB", "max rel err"], rows, args.out)
+    with tempfile.TemporaryDirectory() as folder:
+        for regions in size["regions"]:
+            for direction in args.directions.split(","):
+                reference = None
+                for name in methods:
+                    case = {**size, "regions": regions, "direction": direction, "method": name,
+                            "device": str(device), "block_elements": args.block_elements, "repeats": args.repeats,
+                            "scores": str(Path(folder) / "scores.pt")}
+                    child = subprocess.run([sys.executable, __file__, "--case", json.dumps(case)],
+                                           capture_output=True, text=True, check=False)
+                    if child.returncode:
+                        raise SystemExit(f"{name} {direction} R={regions} failed:\n{child.stderr[-3000:]}")
+                    timing = json.loads(child.stdout.strip().splitlines()[-1])
+                    scores = torch.load(case["scores"])
+                    reference = scores if reference is None else reference
+                    rows.append([regions, direction, name, timing["median_s"], mib(timing["peak_bytes"]),
+                                 relative_error(scores, reference)])
+    settings = {**size, "block_elements": args.block_elements or "by device", "repeats": args.repeats}
+    columns = ["regions", "direction", "method", "median s", "peak MiB", f"max rel err vs {methods[0]}"]
+    report("alignment", device, settings, columns, rows, args.out)
 
 
 if __name__ == "__main__":

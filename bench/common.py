@@ -1,8 +1,9 @@
 """Shared pieces of the benchmarks: timing (median after warm-up), peak memory, tables, JSON.
 
 Timings synchronise the GPU around each call. Peak memory is ``torch.cuda.max_memory_allocated``
-on a GPU; on the CPU it is the peak resident set size above the level before the call, sampled
-every millisecond from ``/proc/self/statm`` (Linux), which counts every allocation torch makes.
+on a GPU; on the CPU it is the growth of the process's peak resident set size during the first
+call (Linux), which counts every allocation torch makes: benchmarks that compare methods run
+each case in a fresh process.
 """
 
 from __future__ import annotations
@@ -10,41 +11,26 @@ from __future__ import annotations
 import json
 import os
 import platform
+import resource
 import statistics
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
-PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
 
-def _resident_bytes() -> int:
+def resident_bytes() -> int:
+    """The process's resident set size now (Linux)."""
     with open("/proc/self/statm") as handle:
         return int(handle.read().split()[1]) * PAGE_SIZE
 
 
-class _PeakResident:
-    """Samples the resident set size in a thread while the ``with`` block runs."""
-
-    def __enter__(self):
-        self.base = self.peak = _resident_bytes()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def _sample(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, _resident_bytes())
-            time.sleep(0.001)
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, _resident_bytes())
+def peak_resident_bytes() -> int:
+    """The process's largest resident set size so far."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def synchronize(device: torch.device) -> None:
@@ -52,22 +38,28 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def measure(fn: Callable[[], object], device: torch.device, repeats: int = 5, warmup: int = 1) -> dict:
-    """``{"median_s", "min_s", "peak_bytes"}`` of ``fn()`` over ``repeats`` calls after ``warmup``."""
-    for _ in range(warmup):
-        fn()
+def measure(fn: Callable[[], object], device: torch.device, repeats: int = 5) -> dict:
+    """``{"median_s", "min_s", "peak_bytes"}`` of ``fn()``: the first call is the warm-up and gives
+    the peak memory above what was allocated before it (on the CPU: the growth of the peak
+    resident set, so run one case per fresh process); then ``repeats`` timed calls."""
     synchronize(device)
-    times = []
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
         base = torch.cuda.memory_allocated(device)
-    with _PeakResident() as resident:
-        for _ in range(repeats):
-            start = time.perf_counter()
-            fn()
-            synchronize(device)
-            times.append(time.perf_counter() - start)
-    peak = torch.cuda.max_memory_allocated(device) - base if device.type == "cuda" else resident.peak - resident.base
+    else:
+        base = resident_bytes()
+    fn()
+    synchronize(device)
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(device) - base
+    else:
+        peak = max(0, peak_resident_bytes() - base)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        synchronize(device)
+        times.append(time.perf_counter() - start)
     return {"median_s": statistics.median(times), "min_s": min(times), "peak_bytes": peak}
 
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hat.alignment import DEFAULT_BLOCK_ELEMENTS, multi_level_similarity, scan_similarity
+from hat.alignment import GPU_BLOCK_ELEMENTS, multi_level_similarity, scan_similarity
 
 DIRECTIONS = ("i2t", "t2i")
 SMOOTH = 9.0
@@ -63,7 +63,7 @@ def pad_with(captions: torch.Tensor, lengths: torch.Tensor, fill) -> torch.Tenso
     return torch.where(padding[:, :, None], fill, captions)
 
 
-@pytest.mark.parametrize("block_elements", [1, 90, 270, DEFAULT_BLOCK_ELEMENTS])
+@pytest.mark.parametrize("block_elements", [1, 90, 270, None, GPU_BLOCK_ELEMENTS])
 @pytest.mark.parametrize("direction", DIRECTIONS)
 def test_matches_per_pair_reference_for_ragged_lengths_and_any_block_size(direction, block_elements):
     # R * W = 30 entries per pair: 90 gives 1 x 3 blocks (ragged over 4 captions), 270 gives

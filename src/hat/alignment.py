@@ -9,7 +9,7 @@ The similarity of one image and one caption at one level:
 - ``t2i`` (words attend to regions): the mirror image, averaged over the caption's valid words.
 
 All image-caption pairs are scored at once, in blocks of images x captions whose score tensor
-``(Ib, Cb, R, W)`` holds at most ``block_elements`` entries. For ``i2t`` the per-region context
+(``Ib x Cb x R x W``) holds at most ``block_elements`` entries. For ``i2t`` the per-region context
 ``(Ib, Cb, R, d)`` is never built: the cosine's numerator is ``sum_w P[r, w] S[r, w]`` and the
 context's squared norm is the quadratic form ``P[r] G P[r]^T`` with the caption's Gram matrix
 ``G = T T^T`` (W x W).
@@ -32,7 +32,8 @@ import torch.nn.functional as F
 DIRECTIONS = ("i2t", "t2i")
 LEAKY_SLOPE = 0.1
 NORM_EPS = 1e-8
-DEFAULT_BLOCK_ELEMENTS = 1 << 24
+CPU_BLOCK_ELEMENTS = 1 << 20  # a few MiB per block tensor: the elementwise passes stay in cache
+GPU_BLOCK_ELEMENTS = 1 << 24
 KERNELS = ("auto", "torch", "triton")
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ def scan_similarity(
     caption_lengths: torch.Tensor,
     direction: str = "i2t",
     smooth: float = 9.0,
-    block_elements: int = DEFAULT_BLOCK_ELEMENTS,
+    block_elements: int | None = None,
     kernel: str = "auto",
 ) -> torch.Tensor:
     """Score every image against every caption at one level.
@@ -57,7 +58,8 @@ def scan_similarity(
         direction: ``"i2t"`` (regions attend to words) or ``"t2i"`` (words attend to regions).
         smooth: the inverse softmax temperature lambda (> 0).
         block_elements: upper bound on the entries of one ``(Ib, Cb, R, W)`` score block; bounds
-            the working memory independently of ``I`` and ``C``.
+            the working memory independently of ``I`` and ``C``. ``None``: 2^20 on the CPU,
+            where cache-sized blocks are fastest, 2^24 on a GPU.
         kernel: ``"auto"``: the fused Triton kernel for CUDA inputs that need no gradient (when
             Triton is installed), else this PyTorch path; ``"torch"``: always this path;
             ``"triton"``: always the kernel (no autograd).
@@ -87,11 +89,20 @@ def scan_similarity(
     if kernel == "triton" or (kernel == "auto" and _fused_kernel_applies(images, captions)):
         return _fused_similarity(images, captions, lengths, direction, smooth)
 
+    if num_captions == 0 or images.shape[0] == 0:
+        return images.new_zeros((images.shape[0], num_captions), dtype=torch.float32)
     valid = torch.arange(width, device=captions.device)[None, :] < lengths[:, None]  # (C, W)
     captions = captions.masked_fill(~valid[:, :, None], 0.0)  # padding may hold anything, even NaN
+    if block_elements is None:
+        block_elements = GPU_BLOCK_ELEMENTS if images.is_cuda else CPU_BLOCK_ELEMENTS
     image_block, caption_block = _block_sizes(
         images.shape[0], num_captions, images.shape[1] * width, block_elements
     )
+    # Captions of similar length share a block, which is cut to its longest caption: no work on
+    # padding beyond it. The columns are put back in the callers' order at the end.
+    order = torch.argsort(lengths, stable=True)
+    captions, valid = captions[order], valid[order]
+    block_widths = [max(chunk) for chunk in _chunks(lengths[order].tolist(), caption_block)]
     score_block = _i2t_block if direction == "i2t" else _t2i_block
     rows = []
     for i0 in range(0, images.shape[0], image_block):
@@ -101,20 +112,16 @@ def scan_similarity(
                 [
                     score_block(
                         image_chunk,
-                        captions[c0 : c0 + caption_block],
-                        valid[c0 : c0 + caption_block],
+                        captions[c0 : c0 + caption_block, :block_width],
+                        valid[c0 : c0 + caption_block, :block_width],
                         smooth,
                     )
-                    for c0 in range(0, num_captions, caption_block)
+                    for c0, block_width in zip(range(0, num_captions, caption_block), block_widths)
                 ],
                 dim=1,
             )
-            if num_captions
-            else images.new_zeros((image_chunk.shape[0], 0), dtype=torch.float32)
         )
-    if not rows:
-        return images.new_zeros((0, num_captions), dtype=torch.float32)
-    return torch.cat(rows, dim=0)
+    return torch.cat(rows, dim=0).index_select(1, torch.argsort(order))
 
 
 def multi_level_similarity(
@@ -123,7 +130,7 @@ def multi_level_similarity(
     caption_lengths: torch.Tensor,
     direction: str = "i2t",
     smooth: float = 9.0,
-    block_elements: int = DEFAULT_BLOCK_ELEMENTS,
+    block_elements: int | None = None,
     kernel: str = "auto",
 ) -> list[torch.Tensor]:
     """Per-level scores for aligned lists of level features; the fused score is their sum.
@@ -172,6 +179,10 @@ def _fused_similarity(images, captions, lengths, direction: str, smooth: float) 
     return kernel(images, captions, lengths, direction, smooth)
 
 
+def _chunks(items: list, size: int) -> list[list]:
+    return [items[start : start + size] for start in range(0, len(items), size)]
+
+
 def _block_sizes(num_images: int, num_captions: int, pair_elements: int, budget: int) -> tuple[int, int]:
     """Images and captions per block so that ``Ib * Cb * pair_elements <= budget`` (at least 1x1)."""
     pairs = max(1, budget // max(1, pair_elements))
@@ -185,36 +196,44 @@ def _wide(x: torch.Tensor) -> torch.Tensor:
     return x.to(torch.promote_types(x.dtype, torch.float32))
 
 
-def _scores(images: torch.Tensor, captions: torch.Tensor) -> torch.Tensor:
-    """Dot products of every region with every word: ``(Ib, Cb, R, W)``, at least float32."""
-    return _wide(torch.einsum("ird,cwd->icrw", images, captions))
+def _dot_last(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``(x * y).sum(-1)`` as batched dot products, without the product tensor."""
+    return torch.matmul(x.unsqueeze(-2), y.unsqueeze(-1))[..., 0, 0]
 
 
 def _i2t_block(images: torch.Tensor, captions: torch.Tensor, valid: torch.Tensor, smooth: float) -> torch.Tensor:
-    """i2t scores of one block: images ``(Ib, R, d)``, captions ``(Cb, W, d)``, valid ``(Cb, W)``."""
-    scores = _scores(images, captions)  # S[i, c, r, w] = V_r . T_w
-    word_mask = valid[None, :, None, :]
-    attn = F.leaky_relu(scores, LEAKY_SLOPE).masked_fill(~word_mask, 0.0)
-    attn = attn / (attn.norm(dim=2, keepdim=True) + NORM_EPS)  # over regions, per word
-    weights = torch.softmax((attn * smooth).masked_fill(~word_mask, -math.inf), dim=3)  # over words
-    numerator = (weights * scores).sum(dim=3)  # V_r . c_r, (Ib, Cb, R)
-    gram = _wide(torch.einsum("cwd,cvd->cwv", captions, captions))  # (Cb, W, W)
-    context_sq = (torch.einsum("icrw,cwv->icrv", weights, gram) * weights).sum(dim=3)
-    image_norm = _wide(images).norm(dim=2)[:, None, :]  # (Ib, 1, R)
+    """i2t scores of one block: images ``(Ib, R, d)``, captions ``(Cb, W, d)`` (zero at padding),
+    valid ``(Cb, W)``. Padding words score exactly 0, so they leave the norms over regions alone.
+    Tensors are laid out ``(Ib, R, Cb, W)``, as one matrix product per image leaves them."""
+    num_captions, width, dim = captions.shape
+    scores = _wide(torch.matmul(images, captions.reshape(-1, dim).T))  # (Ib, R, Cb * W)
+    scores = scores.view(images.shape[0], images.shape[1], num_captions, width)  # S[i, r, c, w] = V_r . T_w
+    attn = F.leaky_relu(scores, LEAKY_SLOPE)
+    scale = smooth / (attn.norm(dim=1, keepdim=True) + NORM_EPS)  # normalise over regions, per word
+    padding = torch.zeros(valid.shape, dtype=scale.dtype, device=scale.device).masked_fill(~valid, -math.inf)
+    weights = torch.softmax(torch.addcmul(padding, attn, scale), dim=3)  # over words
+    numerator = _dot_last(weights, scores)  # V_r . c_r, (Ib, R, Cb)
+    gram = _wide(torch.matmul(captions, captions.transpose(1, 2)))  # (Cb, W, W)
+    context_sq = _dot_last(torch.einsum("ircw,cwv->ircv", weights, gram), weights)  # |c_r|^2 = P G P^T
+    image_norm = _wide(images).norm(dim=2)[:, :, None]  # (Ib, R, 1)
     denominator = (image_norm * context_sq.clamp_min(0.0).sqrt()).clamp_min(NORM_EPS)
-    return (numerator / denominator).mean(dim=2)
+    return (numerator / denominator).mean(dim=1)
 
 
 def _t2i_block(images: torch.Tensor, captions: torch.Tensor, valid: torch.Tensor, smooth: float) -> torch.Tensor:
-    """t2i scores of one block: images ``(Ib, R, d)``, captions ``(Cb, W, d)``, valid ``(Cb, W)``."""
-    scores = _scores(images, captions)  # S[i, c, r, w] = V_r . T_w
-    word_mask = valid[None, :, None, :]
-    attn = F.leaky_relu(scores, LEAKY_SLOPE).masked_fill(~word_mask, 0.0)
-    attn = attn / (attn.norm(dim=3, keepdim=True) + NORM_EPS)  # over words, per region
-    weights = torch.softmax(attn * smooth, dim=2)  # over regions, per word
-    context = _wide(torch.einsum("icrw,ird->icwd", weights.to(images.dtype), images))  # (Ib, Cb, W, d)
-    numerator = (weights * scores).sum(dim=2)  # T_w . c_w, (Ib, Cb, W)
+    """t2i scores of one block: images ``(Ib, R, d)``, captions ``(Cb, W, d)`` (zero at padding),
+    valid ``(Cb, W)``. Padding words score exactly 0, so they leave the norms over words alone.
+    Tensors are laid out ``(Ib, Cb, W, R)``, as one matrix product per image leaves them."""
+    num_images, num_regions, dim = images.shape
+    num_captions, width, _ = captions.shape
+    scores = _wide(torch.matmul(captions.reshape(-1, dim), images.transpose(1, 2)))  # (Ib, Cb * W, R)
+    scores = scores.view(num_images, num_captions, width, num_regions)  # S[i, c, w, r] = T_w . V_r
+    attn = F.leaky_relu(scores, LEAKY_SLOPE)
+    scale = smooth / (attn.norm(dim=2, keepdim=True) + NORM_EPS)  # normalise over words, per region
+    weights = torch.softmax(attn * scale, dim=3)  # over regions, per word
+    context = _wide(torch.matmul(weights.view(num_images, -1, num_regions).to(images.dtype), images))  # (Ib, Cb * W, d)
+    numerator = _dot_last(weights, scores)  # T_w . c_w, (Ib, Cb, W)
     word_norm = _wide(captions).norm(dim=2)[None]  # (1, Cb, W)
-    denominator = (word_norm * context.norm(dim=3)).clamp_min(NORM_EPS)
+    denominator = (word_norm * context.view(num_images, num_captions, width, dim).norm(dim=3)).clamp_min(NORM_EPS)
     cosine = (numerator / denominator).masked_fill(~valid[None], 0.0)
     return cosine.sum(dim=2) / valid.sum(dim=1)[None].to(cosine.dtype)

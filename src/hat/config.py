@@ -71,8 +71,8 @@ def validate_model_config(cfg) -> None:
         raise ConfigError(f"alignment.direction={align.direction!r} is not one of {DIRECTIONS}")
     if not align.smooth > 0:
         raise ConfigError(f"alignment.smooth={align.smooth} must be > 0 (HAT uses 9.0)")
-    if not align.block_elements >= 1:
-        raise ConfigError(f"alignment.block_elements={align.block_elements} must be >= 1")
+    if align.block_elements is not None and not align.block_elements >= 1:
+        raise ConfigError(f"alignment.block_elements={align.block_elements} must be >= 1 or null")
 
 
 def _check_loss(cfg) -> None:

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from hat.alignment import DEFAULT_BLOCK_ELEMENTS, multi_level_similarity
+from hat.alignment import multi_level_similarity
 from hat.models.image_encoder import ImageEncoder, build_image_encoder
 from hat.models.levels import default_image_levels
 from hat.models.text_encoder import TextEncoder, build_text_encoder
@@ -27,7 +27,7 @@ class HATModel(nn.Module):
         embed_dim: int,
         direction: str = "i2t",
         smooth: float = 9.0,
-        block_elements: int = DEFAULT_BLOCK_ELEMENTS,
+        block_elements: int | None = None,
     ) -> None:
         super().__init__()
         if len(image_encoder.taps) != len(text_encoder.taps):
