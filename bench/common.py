@@ -1,9 +1,10 @@
 """Shared pieces of the benchmarks: timing (median after warm-up), peak memory, tables, JSON.
 
 Timings synchronise the GPU around each call. Peak memory is ``torch.cuda.max_memory_allocated``
-on a GPU; on the CPU it is the growth of the process's peak resident set size during the first
-call (Linux), which counts every allocation torch makes: benchmarks that compare methods run
-each case in a fresh process.
+on a GPU; on the CPU it is the growth of the resident set size during the first call, sampled
+every millisecond (Linux), which counts every allocation torch makes; memory freed earlier and
+kept by the C allocator hides from it, so benchmarks that compare methods run each case in a
+fresh process.
 """
 
 from __future__ import annotations
@@ -11,8 +12,8 @@ from __future__ import annotations
 import json
 import os
 import platform
-import resource
 import statistics
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,9 +29,25 @@ def resident_bytes() -> int:
         return int(handle.read().split()[1]) * PAGE_SIZE
 
 
-def peak_resident_bytes() -> int:
-    """The process's largest resident set size so far."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+class PeakResident:
+    """The largest resident set size seen while the ``with`` block runs, sampled every millisecond."""
+
+    def __enter__(self):
+        self.peak = resident_bytes()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, resident_bytes())
+            time.sleep(0.001)
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, resident_bytes())
 
 
 def synchronize(device: torch.device) -> None:
@@ -48,12 +65,13 @@ def measure(fn: Callable[[], object], device: torch.device, repeats: int = 5) ->
         base = torch.cuda.memory_allocated(device)
     else:
         base = resident_bytes()
-    fn()
-    synchronize(device)
+    with PeakResident() as resident:
+        fn()
+        synchronize(device)
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated(device) - base
     else:
-        peak = max(0, peak_resident_bytes() - base)
+        peak = resident.peak - base
     times = []
     for _ in range(repeats):
         start = time.perf_counter()

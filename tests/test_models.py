@@ -150,3 +150,22 @@ def test_grad_checkpointing_gives_the_same_loss_and_gradients(tiny_model):
         model.eval()
     torch.testing.assert_close(checkpointed[0], plain[0])
     torch.testing.assert_close(checkpointed[1], plain[1], rtol=1e-4, atol=1e-6)
+
+
+def test_fused_attention_gives_the_same_features_as_timms_own():
+    """Swin's shifted windows put a bias and a mask into scaled-dot-product attention."""
+    from conftest import compose_config
+
+    from hat.models.image_encoder import set_fused_attention
+
+    cfg = compose_config("train", ["encoder=tiny"]).encoder.image
+    torch.manual_seed(0)
+    encoder = build_image_encoder(cfg, taps=[2, 3, 4], pretrained=False).eval()
+    assert all(m.fused_attn for m in encoder.modules() if hasattr(m, "fused_attn"))
+    pixels = torch.randn(2, 3, cfg.image_size, cfg.image_size)
+    with torch.no_grad():
+        fused = encoder(pixels)
+        assert set_fused_attention(encoder, False) == 5  # one per Swin block of the tiny depths [1, 1, 2, 1]
+        plain = encoder(pixels)
+    for a, b in zip(fused, plain):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)

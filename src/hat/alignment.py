@@ -196,9 +196,13 @@ def _wide(x: torch.Tensor) -> torch.Tensor:
     return x.to(torch.promote_types(x.dtype, torch.float32))
 
 
-def _dot_last(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """``(x * y).sum(-1)`` as batched dot products, without the product tensor."""
-    return torch.matmul(x.unsqueeze(-2), y.unsqueeze(-1))[..., 0, 0]
+def _norm(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """L2 norm over ``dim`` (kept), with the zero gradient ``Tensor.norm`` gives a zero vector (a
+    padding word's column). Squares summed along a middle axis vectorise over the contiguous last
+    one, which ``Tensor.norm`` does not do on the CPU (3x slower here)."""
+    squares = x.square().sum(dim=dim, keepdim=True)
+    positive = squares > 0
+    return torch.where(positive, squares, 1.0).sqrt() * positive
 
 
 def _i2t_block(images: torch.Tensor, captions: torch.Tensor, valid: torch.Tensor, smooth: float) -> torch.Tensor:
@@ -209,12 +213,12 @@ def _i2t_block(images: torch.Tensor, captions: torch.Tensor, valid: torch.Tensor
     scores = _wide(torch.matmul(images, captions.reshape(-1, dim).T))  # (Ib, R, Cb * W)
     scores = scores.view(images.shape[0], images.shape[1], num_captions, width)  # S[i, r, c, w] = V_r . T_w
     attn = F.leaky_relu(scores, LEAKY_SLOPE)
-    scale = smooth / (attn.norm(dim=1, keepdim=True) + NORM_EPS)  # normalise over regions, per word
+    scale = smooth / (_norm(attn, dim=1) + NORM_EPS)  # normalise over regions, per word
     padding = torch.zeros(valid.shape, dtype=scale.dtype, device=scale.device).masked_fill(~valid, -math.inf)
     weights = torch.softmax(torch.addcmul(padding, attn, scale), dim=3)  # over words
-    numerator = _dot_last(weights, scores)  # V_r . c_r, (Ib, R, Cb)
+    numerator = (weights * scores).sum(dim=3)  # V_r . c_r, (Ib, R, Cb)
     gram = _wide(torch.matmul(captions, captions.transpose(1, 2)))  # (Cb, W, W)
-    context_sq = _dot_last(torch.einsum("ircw,cwv->ircv", weights, gram), weights)  # |c_r|^2 = P G P^T
+    context_sq = (torch.einsum("ircw,cwv->ircv", weights, gram) * weights).sum(dim=3)  # |c_r|^2 = P G P^T
     image_norm = _wide(images).norm(dim=2)[:, :, None]  # (Ib, R, 1)
     denominator = (image_norm * context_sq.clamp_min(0.0).sqrt()).clamp_min(NORM_EPS)
     return (numerator / denominator).mean(dim=1)
@@ -229,10 +233,10 @@ def _t2i_block(images: torch.Tensor, captions: torch.Tensor, valid: torch.Tensor
     scores = _wide(torch.matmul(captions.reshape(-1, dim), images.transpose(1, 2)))  # (Ib, Cb * W, R)
     scores = scores.view(num_images, num_captions, width, num_regions)  # S[i, c, w, r] = T_w . V_r
     attn = F.leaky_relu(scores, LEAKY_SLOPE)
-    scale = smooth / (attn.norm(dim=2, keepdim=True) + NORM_EPS)  # normalise over words, per region
+    scale = smooth / (_norm(attn, dim=2) + NORM_EPS)  # normalise over words, per region
     weights = torch.softmax(attn * scale, dim=3)  # over regions, per word
     context = _wide(torch.matmul(weights.view(num_images, -1, num_regions).to(images.dtype), images))  # (Ib, Cb * W, d)
-    numerator = _dot_last(weights, scores)  # T_w . c_w, (Ib, Cb, W)
+    numerator = (weights * scores).sum(dim=3)  # T_w . c_w, (Ib, Cb, W)
     word_norm = _wide(captions).norm(dim=2)[None]  # (1, Cb, W)
     denominator = (word_norm * context.view(num_images, num_captions, width, dim).norm(dim=3)).clamp_min(NORM_EPS)
     cosine = (numerator / denominator).masked_fill(~valid[None], 0.0)

@@ -63,7 +63,8 @@ class ImageEncoder(nn.Module):
 
 
 def build_image_encoder(cfg, taps: list[int], pretrained: bool) -> ImageEncoder:
-    """Build from ``encoder.image`` config: ``family``, ``name`` (timm), ``weights``, ``kwargs``.
+    """Build from ``encoder.image`` config: ``family``, ``name`` (timm), ``weights``, ``kwargs``,
+    ``fused_attention`` (scaled-dot-product attention in every block; default true).
 
     With ``pretrained``, weights come from ``cfg.weights`` (a local state dict file) when set,
     else from timm's hub (only its local cache when the hub is offline, see
@@ -88,7 +89,19 @@ def build_image_encoder(cfg, taps: list[int], pretrained: bool) -> ImageEncoder:
                 f"encoder.image.weights={cfg.weights} does not fit {cfg.name!r}: "
                 f"missing {len(missing)} keys, e.g. {missing[:3]}"
             )
+    set_fused_attention(backbone, bool(cfg.get("fused_attention", True)))
     return ImageEncoder(backbone, taps, own_final_norm=cfg.family != "cnn")
+
+
+def set_fused_attention(backbone: nn.Module, enabled: bool) -> int:
+    """Switch every timm attention block of ``backbone`` to PyTorch's scaled-dot-product attention
+    (or back). timm leaves it off for Swin's window attention (relative position bias and shift
+    mask go in as the attention mask); the result is the same up to rounding. Returns the number
+    of blocks switched."""
+    blocks = [module for module in backbone.modules() if hasattr(module, "fused_attn")]
+    for module in blocks:
+        module.fused_attn = enabled
+    return len(blocks)
 
 
 def _backbone_from_hub(name: str, kwargs: dict) -> nn.Module:
