@@ -198,3 +198,10 @@ def test_wandb_sweep_runs_the_same_grid_as_the_hydra_sweep(name):
     assert sorted(jobs) == sorted(_sweep_jobs(name))
     for job in jobs:
         validate_model_config(compose_config("train", ["encoder=tiny", *job]))
+
+
+def test_a_bad_wandb_mode_in_the_environment_stops_the_run_before_any_work(monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "sometimes")
+    with pytest.raises(ConfigError, match=r"WANDB_MODE='sometimes' is not a W&B mode"):
+        validate_train_config(compose_config("train", ["dataset=shapes"]))
+    validate_train_config(compose_config("train", ["dataset=shapes", "logger.mode=offline"]))  # logger.mode wins

@@ -6,6 +6,7 @@ The library reads configs by attribute (``cfg.train.batch_size``) and ``.get``; 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from hat.alignment import DIRECTIONS
@@ -15,7 +16,7 @@ from hat.losses import LOSSES
 from hat.metrics import METRIC_KEYS
 from hat.models.levels import IMAGE_FAMILIES, check_levels, default_image_levels
 from hat.tracking import LOGGERS
-from hat.wandb_tracker import MODES
+from hat.wandb_tracker import MODES, normalise_mode
 
 LOWER_IS_BETTER = ("i2t_medr", "i2t_meanr", "t2i_medr", "t2i_meanr")
 
@@ -145,6 +146,8 @@ def _check_logger(cfg) -> None:
         return
     if cfg.mode is not None and cfg.mode not in MODES:
         raise ConfigError(f"logger.mode={cfg.mode!r} is not one of {MODES} (or null: $WANDB_MODE, else by login)")
+    if cfg.mode is None and os.environ.get("WANDB_MODE"):
+        normalise_mode(os.environ["WANDB_MODE"], "WANDB_MODE")
     if not cfg.project:
         raise ConfigError("logger.project is empty: W&B needs a project name")
     if cfg.init_timeout <= 0:

@@ -43,6 +43,14 @@ def has_login(environ: Mapping[str, str]) -> bool:
         return False
 
 
+def normalise_mode(mode: str, source: str) -> str:
+    """``mode`` as one of :data:`MODES` (W&B's old names accepted); the error names ``source``."""
+    mode = LEGACY_MODES.get(mode, mode)
+    if mode not in MODES:
+        raise ValueError(f"{source}={mode!r} is not a W&B mode; expected one of {MODES}")
+    return mode
+
+
 def resolve_mode(requested: str | None, environ: Mapping[str, str]) -> str:
     """The mode a run starts in: ``requested`` (``logger.mode``), else ``$WANDB_MODE``, else online
     with a login and offline without. Online without a login turns offline with a warning."""
@@ -52,9 +60,7 @@ def resolve_mode(requested: str | None, environ: Mapping[str, str]) -> str:
         source, mode = "WANDB_MODE", environ.get("WANDB_MODE")
     if not mode:
         return "online" if has_login(environ) else "offline"
-    mode = LEGACY_MODES.get(mode, mode)
-    if mode not in MODES:
-        raise ValueError(f"{source}={mode!r} is not a W&B mode; expected one of {MODES}")
+    mode = normalise_mode(mode, source)
     if mode == "online" and not has_login(environ):
         log.warning(
             "%s=online but no W&B login was found (WANDB_API_KEY or `wandb login`): logging offline instead", source
@@ -120,7 +126,8 @@ class WandbTracker:
             except Exception as offline_error:  # noqa: BLE001
                 log.warning("W&B could not start offline either (%s): the run keeps only its local files", offline_error)
                 return
-        self.run.define_metric(STEP_METRIC)
+        with self._guarded("setup"):
+            self.run.define_metric(STEP_METRIC)
         if self.run.offline:
             log.info("W&B offline run in %s; upload it later with `wandb sync %s`", self.run.dir, Path(self.run.dir).parent)
 
