@@ -44,3 +44,49 @@ def test_coco_protocols_report_1k_folds_and_5k_side_by_side():
 def test_folds_must_divide_the_images():
     with pytest.raises(ValueError, match=r"'coco1k' needs 5 equal folds, but the split has 12 images"):
         fold_mean_table(_level_sims(12), "test", 5, "coco1k", folds=5)
+
+
+class _Scorer:
+    """What level_similarities needs of a HATModel: its scoring of encoded features."""
+
+    def level_similarities(self, images, captions, lengths):
+        from hat.alignment import multi_level_similarity
+
+        return multi_level_similarity(images, captions, lengths)
+
+
+def test_streaming_images_in_blocks_gives_the_same_scores():
+    from omegaconf import OmegaConf
+
+    from hat.engine.evaluation import EncodedSplit, level_similarities
+    from hat.engine.runtime import resolve_runtime
+
+    torch.manual_seed(0)
+    encoded = EncodedSplit(
+        images=[torch.randn(7, r, 16).half() for r in (9, 4)],
+        captions=[torch.randn(35, 6, 16).half() for _ in range(2)],
+        lengths=torch.randint(1, 7, (35,)),
+    )
+    runtime = resolve_runtime(OmegaConf.create(
+        {"device": "cpu", "precision": "fp32", "num_workers": 0, "pin_memory": False, "compile": False}
+    ))
+    whole = level_similarities(_Scorer(), encoded, runtime)
+    streamed = level_similarities(_Scorer(), encoded, runtime, stream_images=3)
+    for a, b in zip(whole, streamed):
+        assert a.shape == (7, 35)
+        torch.testing.assert_close(a, b)
+
+
+def test_features_go_to_host_memory_when_they_do_not_fit_the_device_budget(caplog):
+    from hat.engine.distributed import Distributed
+    from hat.engine.evaluation import _feature_storage
+
+    gpu = torch.device("cuda")  # only named: a budget is given, so nothing asks the GPU
+    first_batch = [torch.zeros(4, 784, 768), torch.zeros(4, 196, 768), torch.zeros(4, 49, 768)]
+    words = 5 * 32
+    needed = 5000 * (784 + 196 + 49 + 3 * words) * 768 * 2  # COCO 5K: 11.6 GB in float16
+    assert _feature_storage(first_batch, 5000, words, gpu, needed, Distributed()) == gpu
+    assert _feature_storage(first_batch, 5000, words, gpu, needed - 1, Distributed()) == torch.device("cpu")
+    two_processes = Distributed(rank=0, world_size=2, local_rank=0)
+    assert _feature_storage(first_batch, 5000, words, gpu, needed - 1, two_processes) == gpu
+    assert "stay on cuda" in caplog.text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -15,6 +16,9 @@ from hat.engine.distributed import Distributed, gather
 from hat.engine.runtime import Runtime
 from hat.metrics import prefixed, retrieval_recall
 from hat.models.hat import HATModel
+
+log = logging.getLogger(__name__)
+STREAM_IMAGES = 256  # images per block scored from host memory
 
 
 @dataclass
@@ -39,11 +43,16 @@ def encode_split(
     runtime: Runtime,
     batch_size: int,
     ranks: Distributed = Distributed(),
+    feature_budget: int | None = None,
 ) -> EncodedSplit:
     """Run both encoders over a split: each unique image once, each caption once.
 
     Under torch.distributed each process encodes a contiguous shard of the images and of their
     captions and the shards are gathered, so every process ends with the whole split's features.
+    Features stay on the evaluation device when the split's are estimated (from the first batch)
+    to fit in ``feature_budget`` bytes (default: half the GPU's free memory; no limit on the CPU),
+    else in host memory, from where :func:`level_similarities` streams them in blocks. A
+    multi-process evaluation keeps them on the device (its exchange needs them there).
     """
     model.eval()
     lo, hi, shard = _shard(len(split), ranks)
@@ -54,15 +63,19 @@ def encode_split(
         pin_memory=runtime.pin_memory,
         generator=torch.Generator().manual_seed(0),  # leave the global RNG (training's dropout) untouched
     )
+    per_image = split.captions_per_image
+    tokens = collator.tokenize(split.captions())  # padded to the longest caption of the split
     image_chunks: list[list[torch.Tensor]] = [[] for _ in range(model.num_levels)]
+    storage = runtime.device
     for pixels, _ in loader:
         with runtime.autocast():
             levels = model.encode_images(pixels.to(runtime.device, non_blocking=True))
+        if not image_chunks[0]:
+            storage = _feature_storage(levels, len(split), per_image * tokens["input_ids"].shape[1],
+                                       runtime.device, feature_budget, ranks)
         for chunks, level in zip(image_chunks, levels):
-            chunks.append(level.half())
+            chunks.append(level.half().to(storage))
 
-    per_image = split.captions_per_image
-    tokens = collator.tokenize(split.captions())  # padded to the longest caption of the split
     caption_chunks: list[list[torch.Tensor]] = [[] for _ in range(model.num_levels)]
     for start in range(lo * per_image, hi * per_image, batch_size):
         stop = min(start + batch_size, hi * per_image)
@@ -71,7 +84,7 @@ def encode_split(
         with runtime.autocast():
             levels, _ = model.encode_captions(ids, mask)
         for chunks, level in zip(caption_chunks, levels):
-            chunks.append(level.half())
+            chunks.append(level.half().to(storage))
     return EncodedSplit(
         images=[_gather_shards(torch.cat(chunks), shard, len(split)) for chunks in image_chunks],
         captions=[
@@ -79,6 +92,27 @@ def encode_split(
         ],
         lengths=tokens["attention_mask"].sum(dim=1).to(runtime.device),
     )
+
+
+def _feature_storage(
+    first_batch: list[torch.Tensor], num_images: int, words_per_image: int, device: torch.device,
+    budget: int | None, ranks: Distributed,
+) -> torch.device:
+    """Where a split's half-precision features go: ``device`` when the estimate from the first
+    batch of image features (``(B, R_k, D)`` per level) fits ``budget``, else the host."""
+    per_image = sum(level[0].numel() + words_per_image * level.shape[-1] for level in first_batch) * 2
+    needed = per_image * num_images
+    if budget is None:
+        budget = torch.cuda.mem_get_info(device)[0] // 2 if device.type == "cuda" else None
+    if budget is None or needed <= budget:
+        return device
+    if ranks.enabled:
+        log.warning("the split's features (%.1f GB) exceed the budget (%.1f GB) but stay on %s: "
+                    "processes exchange them there", needed / 1e9, budget / 1e9, device)
+        return device
+    log.info("the split's features (%.1f GB) exceed the device budget (%.1f GB): kept in host "
+             "memory and streamed in blocks", needed / 1e9, budget / 1e9)
+    return torch.device("cpu")
 
 
 def _shard(count: int, ranks: Distributed) -> tuple[int, int, int]:
@@ -100,19 +134,32 @@ def _gather_shards(local: torch.Tensor, shard: int, count: int) -> torch.Tensor:
 
 @torch.no_grad()
 def level_similarities(
-    model: HATModel, encoded: EncodedSplit, runtime: Runtime, ranks: Distributed = Distributed()
+    model: HATModel,
+    encoded: EncodedSplit,
+    runtime: Runtime,
+    ranks: Distributed = Distributed(),
+    stream_images: int | None = None,
 ) -> list[torch.Tensor]:
     """One ``(N, K * N)`` float32 score matrix per level; processes share the rows. On the CPU,
-    half features are scored in float32."""
+    half features are scored in float32. Images are scored ``stream_images`` at a time (default:
+    all at once, or 256 when the features were kept in host memory for a GPU evaluation, see
+    :func:`encode_split`); a level's captions go to the device whole."""
     lo, hi, shard = _shard(encoded.images[0].shape[0], ranks)
+    lengths = encoded.lengths.to(runtime.device)
     sims = []
     for images, captions in zip(encoded.images, encoded.captions):
         images = images[lo:hi]
-        if runtime.device.type == "cpu":
-            images, captions = images.float(), captions.float()
-        with runtime.autocast():
-            rows = model.level_similarities([images], [captions], encoded.lengths)[0]
-        sims.append(_gather_shards(rows, shard, encoded.images[0].shape[0]))
+        captions = captions.to(runtime.device)
+        step = stream_images or (STREAM_IMAGES if images.device != runtime.device else max(1, images.shape[0]))
+        blocks = []
+        for start in range(0, images.shape[0], step):
+            block = images[start : start + step].to(runtime.device, non_blocking=True)
+            if runtime.device.type == "cpu":
+                block, captions = block.float(), captions.float()
+            with runtime.autocast():
+                blocks.append(model.level_similarities([block], [captions], lengths)[0])
+        del captions
+        sims.append(_gather_shards(torch.cat(blocks), shard, encoded.images[0].shape[0]))
     return sims
 
 
