@@ -29,7 +29,9 @@ GLOBAL_BATCH = 8
 
 
 def main(out: Path, chunks: int) -> None:
-    cfg = compose_config("train", TINY_RUN)
+    # timm's own window attention: PyTorch's fused CPU attention rounds differently for batches of
+    # 4 and 8 (gradients 1.2e-5 apart, relative), which is not what this comparison is about.
+    cfg = compose_config("train", [*TINY_RUN, "encoder.image.fused_attention=false"])
     ranks = distributed.from_environment()
     runtime = resolve_runtime(cfg.hardware)
     distributed.init_process_group(ranks, runtime.device.type)
