@@ -18,7 +18,7 @@ from hat.data.build import build_splits  # noqa: E402
 from hat.data.datasets import CaptionCollator, PairDataset  # noqa: E402
 from hat.data.transforms import eval_transform  # noqa: E402
 from hat.engine import distributed  # noqa: E402
-from hat.engine.evaluation import evaluate_split  # noqa: E402
+from hat.engine.evaluation import protocol_tables, score_split  # noqa: E402
 from hat.engine.runtime import resolve_runtime  # noqa: E402
 from hat.engine.step import training_step  # noqa: E402
 from hat.losses import build_loss  # noqa: E402
@@ -49,7 +49,8 @@ def main(out: Path, chunks: int) -> None:
     wrapped = DistributedDataParallel(model) if ranks.enabled else model
     loss = training_step(model, wrapped, loss_fn, batch, runtime, runtime.grad_scaler(), chunks)
     grads = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
-    metrics = evaluate_split(model, splits["val"], collator, cfg.encoder.image.image_size, runtime, 4, "val", None, ranks)
+    sims = score_split(model, splits["val"], collator, cfg.encoder.image.image_size, runtime, 4, ranks)
+    metrics = protocol_tables(sims, "val", splits["val"].captions_per_image, None)
     if ranks.is_main:
         torch.save({"loss": loss.detach(), "grads": grads, "metrics": metrics}, out)
     distributed.shutdown_process_group()

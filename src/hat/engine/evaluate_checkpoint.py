@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 from hat.config import ConfigError, to_plain, validate_model_config
 from hat.data.build import build_splits, check_dataset_root
 from hat.data.datasets import CaptionCollator
-from hat.engine.evaluation import evaluate_split
+from hat.engine.evaluation import protocol_tables, score_split
 from hat.engine.runtime import resolve_runtime
 from hat.models.export import export_model
 from hat.models.hat import build_model
@@ -79,10 +79,8 @@ def evaluate_checkpoint(
     collator = CaptionCollator(build_tokenizer(cfg.encoder.text), cfg.encoder.text.max_length)
     log.info("evaluating %s (%s, epoch %s) on %s/%s", checkpoint, source.kind, source.epoch, cfg.dataset.name, split)
     protocols = to_plain(cfg.dataset.get("test_protocols")) if split == "test" else None
-    metrics = evaluate_split(
-        model, data, collator, cfg.encoder.image.image_size, runtime, batch_size, split, protocols,
-        fused_levels=fused_levels,
-    )
+    sims = score_split(model, data, collator, cfg.encoder.image.image_size, runtime, batch_size)
+    metrics = protocol_tables(sims, split, data.captions_per_image, protocols, fused_levels)
     table = format_tables(metrics, split, model.num_levels, protocols, fused_levels)
     print(f"\n{cfg.dataset.name} {split}, {checkpoint}:\n" + table)
     write_results(

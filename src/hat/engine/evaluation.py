@@ -241,20 +241,3 @@ def score_split(
     encoded = encode_split(model, split, collator, image_size, runtime, batch_size, ranks)
     return level_similarities(model, encoded, runtime, ranks)
 
-
-def evaluate_split(
-    model: HATModel,
-    split: CaptionedImages,
-    collator: CaptionCollator,
-    image_size: int,
-    runtime: Runtime,
-    batch_size: int,
-    split_name: str,
-    protocols: dict[str, int] | None = None,
-    ranks: Distributed = Distributed(),
-    fused_levels: Sequence[int] | None = None,
-) -> dict[str, float]:
-    """Score ``split`` (:func:`score_split`) and return its recall tables under ``split_name`` (see
-    :func:`protocol_tables`)."""
-    sims = score_split(model, split, collator, image_size, runtime, batch_size, ranks)
-    return protocol_tables(sims, split_name, split.captions_per_image, protocols, fused_levels)

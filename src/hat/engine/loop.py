@@ -39,7 +39,7 @@ from hat.engine.distributed import (
     init_process_group,
     shutdown_process_group,
 )
-from hat.engine.evaluation import evaluate_split, protocol_tables, score_split
+from hat.engine.evaluation import protocol_tables, score_split
 from hat.engine.preemption import EXIT_PREEMPTED, Preempted, PreemptionSignals
 from hat.engine.runtime import resolve_runtime
 from hat.engine.step import training_step
@@ -259,9 +259,8 @@ def train(cfg, run_dir: Path) -> dict[str, float]:
             best_path = checkpoints / "best.pt"
             model.load_state_dict(load_checkpoint(best_path)["model"])
             protocols = to_plain(cfg.dataset.get("test_protocols"))
-            test = evaluate_split(
-                model, splits["test"], collator, image_size, runtime, cfg.eval.batch_size, "test", protocols, ranks
-            )
+            sims = score_split(model, splits["test"], collator, image_size, runtime, cfg.eval.batch_size, ranks)
+            test = protocol_tables(sims, "test", splits["test"].captions_per_image, protocols)
             tracker.log_metrics(test, progress.step)
             tracker.log_summary({**test, "best/monitor": progress.best_metric, "best/epoch": progress.best_epoch})
             if ranks.is_main:
