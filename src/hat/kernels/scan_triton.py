@@ -31,6 +31,27 @@ _EPS = tl.constexpr(NORM_EPS)
 
 
 @triton.jit
+def _load_rows(ptr, rows, row_stride, row_valid, cols, col_valid):
+    """The ``(rows, cols)`` tile of a row-major matrix, zero outside the valid rows and columns."""
+    return tl.load(ptr + rows[:, None] * row_stride + cols[None, :], mask=row_valid[:, None] & col_valid[None, :], other=0.0)
+
+
+@triton.jit
+def _load_captions(t_ptr, c_offsets, stride_tc, w_offsets, stride_tw, valid_w, d_offsets, dim):
+    """Feature columns ``d_offsets`` of the program's captions: ``(BLOCK_C, BLOCK_W, BLOCK_D)``,
+    zero outside the valid words (``valid_w``, ``(BLOCK_C, BLOCK_W)``) and ``dim``."""
+    return tl.load(
+        t_ptr + c_offsets[:, None, None] * stride_tc + w_offsets[None, :, None] * stride_tw + d_offsets[None, None, :],
+        mask=valid_w[:, :, None] & (d_offsets < dim)[None, None, :], other=0.0,
+    )
+
+
+@triton.jit
+def _leaky(x):
+    return tl.where(x > 0, x, x * _SLOPE)
+
+
+@triton.jit
 def _scores_tile(
     v_ptr, t_ptr, r_offsets, c_offsets, w_offsets, num_regions, dim, stride_vr, stride_tc, stride_tw,
     valid_w, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_D: tl.constexpr,
@@ -44,14 +65,8 @@ def _scores_tile(
     for d0 in range(0, dim, BLOCK_D):
         d_offsets = d0 + tl.arange(0, BLOCK_D)
         d_valid = d_offsets < dim
-        v = tl.load(
-            v_ptr + r_offsets[:, None] * stride_vr + d_offsets[None, :],
-            mask=r_valid[:, None] & d_valid[None, :], other=0.0,
-        )
-        t = tl.load(
-            t_ptr + c_offsets[:, None, None] * stride_tc + w_offsets[None, :, None] * stride_tw + d_offsets[None, None, :],
-            mask=valid_w[:, :, None] & d_valid[None, None, :], other=0.0,
-        )
+        v = _load_rows(v_ptr, r_offsets, stride_vr, r_valid, d_offsets, d_valid)
+        t = _load_captions(t_ptr, c_offsets, stride_tc, w_offsets, stride_tw, valid_w, d_offsets, dim)
         t = tl.reshape(t, (BLOCK_C * BLOCK_W, BLOCK_D))
         scores = tl.dot(v, tl.trans(t), scores, input_precision=PRECISION)
         vf = v.to(tl.float32)
@@ -80,10 +95,7 @@ def _i2t_kernel(
     gram = tl.zeros((BLOCK_C, BLOCK_W, BLOCK_W), dtype=tl.float32)
     for d0 in range(0, dim, BLOCK_D):
         d_offsets = d0 + tl.arange(0, BLOCK_D)
-        t = tl.load(
-            t_ptr + c_offsets[:, None, None] * stride_tc + w_offsets[None, :, None] * stride_tw + d_offsets[None, None, :],
-            mask=valid_w[:, :, None] & (d_offsets < dim)[None, None, :], other=0.0,
-        ).to(tl.float32)
+        t = _load_captions(t_ptr, c_offsets, stride_tc, w_offsets, stride_tw, valid_w, d_offsets, dim).to(tl.float32)
         gram = tl.dot(t, tl.trans(t, (0, 2, 1)), gram, input_precision="ieee")
 
     # Sweep 1: squared norm over regions of LeakyReLU(S), per caption word.
@@ -94,7 +106,7 @@ def _i2t_kernel(
             v_ptr, t_ptr, r_offsets, c_offsets, w_offsets, num_regions, dim, stride_vr, stride_tc, stride_tw,
             valid_w, BLOCK_R, BLOCK_C, BLOCK_W, BLOCK_D, PRECISION,
         )
-        attn = tl.where(scores > 0, scores, scores * _SLOPE)
+        attn = _leaky(scores)
         keep = valid_w[None, :, :] & (r_offsets < num_regions)[:, None, None]
         attn = tl.where(keep, attn, 0.0)
         column_square += tl.sum(attn * attn, axis=0)
@@ -108,7 +120,7 @@ def _i2t_kernel(
             v_ptr, t_ptr, r_offsets, c_offsets, w_offsets, num_regions, dim, stride_vr, stride_tc, stride_tw,
             valid_w, BLOCK_R, BLOCK_C, BLOCK_W, BLOCK_D, PRECISION,
         )
-        attn = tl.where(scores > 0, scores, scores * _SLOPE) / column_norm[None, :, :]
+        attn = _leaky(scores) / column_norm[None, :, :]
         logits = tl.where(in_caption[None, :, :], attn * smooth, float("-inf"))
         peak = tl.max(logits, axis=2)
         weights = tl.exp(logits - peak[:, :, None])
@@ -138,10 +150,7 @@ def _t2i_kernel(
     d_valid = d_offsets < dim
     length = tl.load(len_ptr + caption)
     w_valid = w_offsets < length
-    words = tl.load(
-        t_ptr + caption * stride_tc + w_offsets[:, None] * stride_tw + d_offsets[None, :],
-        mask=w_valid[:, None] & d_valid[None, :], other=0.0,
-    )  # (BLOCK_W, BLOCK_D)
+    words = _load_rows(t_ptr + caption * stride_tc, w_offsets, stride_tw, w_valid, d_offsets, d_valid)  # (BLOCK_W, BLOCK_D)
     words_f = words.to(tl.float32)
     word_norm = tl.sqrt(tl.sum(words_f * words_f, axis=1))
 
@@ -152,13 +161,9 @@ def _t2i_kernel(
     for r0 in range(0, num_regions, BLOCK_R):
         r_offsets = r0 + tl.arange(0, BLOCK_R)
         r_valid = r_offsets < num_regions
-        regions = tl.load(
-            v_ptr + r_offsets[:, None] * stride_vr + d_offsets[None, :],
-            mask=r_valid[:, None] & d_valid[None, :], other=0.0,
-        )  # (BLOCK_R, BLOCK_D)
+        regions = _load_rows(v_ptr, r_offsets, stride_vr, r_valid, d_offsets, d_valid)  # (BLOCK_R, BLOCK_D)
         scores = tl.dot(regions, tl.trans(words), input_precision=PRECISION)  # (BLOCK_R, BLOCK_W)
-        attn = tl.where(scores > 0, scores, scores * _SLOPE)
-        attn = tl.where(w_valid[None, :], attn, 0.0)
+        attn = tl.where(w_valid[None, :], _leaky(scores), 0.0)
         attn = attn / (tl.sqrt(tl.sum(attn * attn, axis=1))[:, None] + _EPS)  # over words, per region
         logits = tl.where(r_valid[:, None], attn * smooth, float("-inf"))
         new_peak = tl.maximum(peak, tl.max(logits, axis=0))
