@@ -7,7 +7,9 @@ import math
 from pathlib import Path
 from typing import Protocol
 
-from hat.retrieval_examples import RetrievalExamples
+import torch
+
+from hat.data.records import CaptionedImages
 
 
 class Tracker(Protocol):
@@ -21,7 +23,9 @@ class Tracker(Protocol):
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None: ...
 
-    def log_examples(self, examples: RetrievalExamples, prefix: str, step: int) -> None: ...
+    def log_examples(self, scores: torch.Tensor, split: CaptionedImages, prefix: str, step: int) -> None:
+        """``scores``: the ``(N, K * N)`` fused scores of ``split``; a tracker that shows retrieval
+        examples derives them (:mod:`hat.retrieval_examples`), the others ignore the call."""
 
     def log_summary(self, summary: dict[str, float]) -> None: ...
 
@@ -38,7 +42,7 @@ class NullTracker:
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         pass
 
-    def log_examples(self, examples: RetrievalExamples, prefix: str, step: int) -> None:
+    def log_examples(self, scores: torch.Tensor, split: CaptionedImages, prefix: str, step: int) -> None:
         pass
 
     def log_summary(self, summary: dict[str, float]) -> None:
@@ -83,9 +87,9 @@ class MultiTracker:
         for tracker in self.trackers:
             tracker.log_metrics(metrics, step)
 
-    def log_examples(self, examples: RetrievalExamples, prefix: str, step: int) -> None:
+    def log_examples(self, scores: torch.Tensor, split: CaptionedImages, prefix: str, step: int) -> None:
         for tracker in self.trackers:
-            tracker.log_examples(examples, prefix, step)
+            tracker.log_examples(scores, split, prefix, step)
 
     def log_summary(self, summary: dict[str, float]) -> None:
         for tracker in self.trackers:

@@ -18,7 +18,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from hat.retrieval_examples import RetrievalExamples
+import torch
+
+from hat.data.records import CaptionedImages
+from hat.retrieval_examples import retrieval_examples
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +97,7 @@ class WandbTracker:
         self.run = None
         self._failed: set[str] = set()
         self._defined: set[str] = set()
-        self.thumbnail_size = int(settings.examples.thumbnail)
+        self.examples = settings.examples  # queries, top_k, thumbnail, curve_max_k
         mode = resolve_mode(settings.get("mode"), os.environ)
         if mode == "disabled":
             return
@@ -164,15 +167,17 @@ class WandbTracker:
             self._define(metrics)
             self.run.log({**metrics, STEP_METRIC: step})
 
-    def log_examples(self, examples: RetrievalExamples, prefix: str, step: int) -> None:
+    def log_examples(self, scores: torch.Tensor, split: CaptionedImages, prefix: str, step: int) -> None:
         """Two tables (image queries with their top captions; caption queries with thumbnails of
         their top images) and the recall@K curve, under ``{prefix}/examples/...``."""
-        if self.run is None:
+        if self.run is None or self.examples.queries == 0:
             return
         with self._guarded("example tables"):
             import wandb
 
-            size = self.thumbnail_size
+            settings = self.examples
+            examples = retrieval_examples(scores, split, settings.queries, settings.top_k, settings.curve_max_k)
+            size = settings.thumbnail
             top_k = len(examples.image_queries[0].top_captions) if examples.image_queries else 0
             mark = {True: "✓ ", False: "✗ "}
             image_table = wandb.Table(

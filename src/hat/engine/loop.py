@@ -50,7 +50,6 @@ from hat.models.text_encoder import build_tokenizer
 from hat.models.weight_sources import load_weights, open_weight_source
 from hat.provenance import provenance
 from hat.results import format_tables, write_results
-from hat.retrieval_examples import retrieval_examples
 from hat.tracking import NullTracker, build_tracker
 
 log = logging.getLogger(__name__)
@@ -84,7 +83,8 @@ def train(cfg, run_dir: Path) -> dict[str, float]:
     )
 
     splits = build_splits(cfg.dataset, cfg.seed)
-    global_batch = cfg.train.batch_size * cfg.train.get("accumulate", 1) * ranks.world_size
+    accumulate = cfg.train.get("accumulate", 1)
+    global_batch = cfg.train.batch_size * accumulate * ranks.world_size
     if splits["train"].num_pairs < global_batch:
         raise ConfigError(
             f"the global batch (train.batch_size={cfg.train.batch_size} x train.accumulate x "
@@ -102,7 +102,6 @@ def train(cfg, run_dir: Path) -> dict[str, float]:
     model.set_grad_checkpointing(bool(cfg.hardware.get("grad_checkpointing", False)))
     model.feature_gather = gather_with_grad  # global negatives: every rank scores the whole global batch
     torch.manual_seed(cfg.seed + ranks.rank)  # same initial weights, a dropout stream per rank
-    accumulate = cfg.train.get("accumulate", 1)
     collator = CaptionCollator(  # chunks and processes exchange caption features: one width for all
         build_tokenizer(cfg.encoder.text),
         cfg.encoder.text.max_length,
@@ -167,8 +166,6 @@ def train(cfg, run_dir: Path) -> dict[str, float]:
         }
 
     tracker = build_tracker(cfg.logger, run_dir, config, tracker_run_id) if ranks.is_main else NullTracker()
-    examples = cfg.logger.get("examples")
-    examples_wanted = ranks.is_main and examples is not None and examples.queries > 0
 
     def save_checkpoint_on_main(state: dict, path: Path) -> None:
         """Rank 0 writes; every rank waits for it, so a following read sees the file."""
@@ -236,13 +233,7 @@ def train(cfg, run_dir: Path) -> dict[str, float]:
                 val = protocol_tables(sims, "val", splits["val"].captions_per_image, None)
                 value = sum(val[name] for name in monitor_names)
                 tracker.log_metrics({**val, "val/monitor": value, "train/epoch": epoch}, progress.step)
-                if examples_wanted:
-                    fused = torch.stack(sims).sum(dim=0)
-                    tracker.log_examples(
-                        retrieval_examples(fused, splits["val"], examples.queries, examples.top_k, examples.curve_max_k),
-                        "val",
-                        progress.step,
-                    )
+                tracker.log_examples(torch.stack(sims).sum(dim=0), splits["val"], "val", progress.step)
                 log.info(
                     "epoch %d step %d: val/rsum %.2f, %s %.2f", epoch, progress.step, val["val/rsum"], cfg.train.monitor, value
                 )
