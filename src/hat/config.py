@@ -13,12 +13,10 @@ from hat.alignment import DIRECTIONS
 from hat.data.build import check_dataset_root
 from hat.engine.runtime import DEVICES, PRECISIONS
 from hat.losses import LOSSES
-from hat.metrics import METRIC_KEYS
+from hat.metrics import METRIC_KEYS, RANK_KEYS
 from hat.models.levels import IMAGE_FAMILIES, check_levels, default_image_levels
 from hat.tracking import LOGGERS
 from hat.wandb_tracker import MODES, normalise_mode
-
-LOWER_IS_BETTER = ("i2t_medr", "i2t_meanr", "t2i_medr", "t2i_meanr")
 
 
 def to_plain(node):
@@ -119,7 +117,7 @@ def monitor_terms(monitor: str, num_levels: int) -> tuple[list[str], bool]:
         )
         if parts[0] != "val" or not level_ok or parts[-1] not in METRIC_KEYS:
             raise ConfigError(f"train.monitor={monitor!r}: {name!r} is not a validation metric; expected {allowed}")
-        directions.add(parts[-1] not in LOWER_IS_BETTER)
+        directions.add(parts[-1] not in RANK_KEYS)
     if len(directions) != 1:
         raise ConfigError(f"train.monitor={monitor!r} mixes recalls (higher is better) with ranks (lower is better)")
     return names, directions.pop()

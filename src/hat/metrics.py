@@ -7,10 +7,9 @@ import math
 import torch
 
 RECALL_KS = (1, 5, 10)
-METRIC_KEYS = (
-    "i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10",
-    "rsum", "i2t_medr", "i2t_meanr", "t2i_medr", "t2i_meanr",
-)
+RECALL_KEYS = ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "rsum")  # higher is better
+RANK_KEYS = ("i2t_medr", "i2t_meanr", "t2i_medr", "t2i_meanr")  # lower is better
+METRIC_KEYS = RECALL_KEYS + RANK_KEYS
 
 
 def retrieval_recall(sims: torch.Tensor, captions_per_image: int = 5) -> dict[str, float]:

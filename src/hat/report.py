@@ -22,7 +22,9 @@ from pathlib import Path
 
 import yaml
 
-METRICS = ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "rsum")
+from hat.metrics import RECALL_KEYS
+
+METRICS = RECALL_KEYS
 SEED_KEYS = ("seed",)
 
 

@@ -6,9 +6,8 @@ import json
 from pathlib import Path
 
 from hat.atomic import atomic_write
+from hat.metrics import RECALL_KEYS as COLUMNS
 from hat.metrics import metric_name
-
-COLUMNS = ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "rsum")
 
 
 def format_table(

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 import torch
 
 from hat.data.records import CaptionedImages
+from hat.metrics import RANK_KEYS
 from hat.retrieval_examples import retrieval_examples
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,6 @@ LEGACY_MODES = {"dryrun": "offline", "run": "online"}
 DEFAULT_BASE_URL = "https://api.wandb.ai"
 STEP_METRIC = "trainer/step"
 TAG_LENGTH = 64  # W&B's limit on one tag
-LOWER_IS_BETTER = ("medr", "meanr")
 
 
 def has_login(environ: Mapping[str, str]) -> bool:
@@ -157,7 +157,7 @@ class WandbTracker:
             self._defined.add(name)
             summary = None
             if name.startswith("val/"):
-                summary = "min,last" if name.endswith(LOWER_IS_BETTER) else "max,last"
+                summary = "min,last" if name.endswith(RANK_KEYS) else "max,last"
             self.run.define_metric(name, step_metric=STEP_METRIC, summary=summary)
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
