@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import pickle
-from collections import OrderedDict
 
 import pytest
 import torch
