@@ -1,12 +1,16 @@
-"""Data pipeline: images/s of the training transform (JPEG decode, RandomResizedCrop, flip,
-normalise), per DataLoader worker count, on JPEG files the size of Flickr30K's (500 x 375).
+"""Data pipeline: training images/s of both decode paths, per DataLoader worker count, on JPEG
+files the size of Flickr30K's (500 x 375).
 
     python bench/data_pipeline.py                       # workers 0, 1, 2
     python bench/data_pipeline.py --workers 0,4,8,16    # a GPU node
-    python bench/data_pipeline.py --gpu-decode          # also torchvision.io.decode_jpeg on CUDA
 
-The images are written once to a temporary folder. ``per worker`` divides by the worker count
-(by 1 for the main process); a GPU at batch 58 and 800 samples/s needs the total to reach 800.
+Rows: ``hardware.image_decode=cpu`` (workers decode, crop, flip, normalise: ``train_transform``);
+``hardware.image_decode=device``, the workers' share (read the file, draw the crop from the JPEG
+header) and the device's share (``EncodedImages.decode``: decode_jpeg, crop, resize, flip,
+normalise on the benchmark's device, batched). Both go through the training code's
+``PairDataset`` and ``CaptionCollator``. The images are written once to a temporary folder.
+``per worker`` divides by the worker count (by 1 for the main process); at batch 58 and 800
+samples/s a GPU needs 800 from the workers and, on the device path, from the decoder too.
 """
 
 from __future__ import annotations
@@ -20,24 +24,23 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import pick_device, report  # noqa: E402
+from common import pick_device, report, synchronize  # noqa: E402
 
+from hat.data.datasets import PairDataset  # noqa: E402
+from hat.data.device_decode import EncodedCrop, EncodedImages, EncodedTrainCrop, read_jpeg_bytes  # noqa: E402
+from hat.data.records import CaptionedImages, ImageRecord, load_image_file  # noqa: E402
 from hat.data.transforms import train_transform  # noqa: E402
 
+CROP_SCALE = (0.08, 1.0)
 
-class JpegFolder(Dataset):
-    def __init__(self, paths: list[Path], transform) -> None:
-        self.paths, self.transform = paths, transform
 
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int) -> torch.Tensor:
-        with Image.open(self.paths[index]) as image:
-            return self.transform(image.convert("RGB"))
+def collate_images(items):
+    """The image half of ``CaptionCollator`` (captions are not what is measured)."""
+    images = [item[0] for item in items]
+    return EncodedImages.from_crops(images) if isinstance(images[0], EncodedCrop) else torch.stack(images)
 
 
 def write_images(folder: Path, count: int) -> list[Path]:
@@ -52,32 +55,36 @@ def write_images(folder: Path, count: int) -> list[Path]:
     return paths
 
 
-def loader_rate(paths: list[Path], workers: int, batch: int, image_size: int) -> float:
-    loader = DataLoader(JpegFolder(paths, train_transform(image_size, (0.5, 1.0), True)), batch_size=batch,
-                        num_workers=workers, shuffle=False, persistent_workers=False)
+def training_pairs(paths: list[Path], image_decode: str, image_size: int) -> PairDataset:
+    split = CaptionedImages("train", [ImageRecord(p.name, ("a caption",), p) for p in paths], 1, load_image_file)
+    if image_decode == "device":
+        return PairDataset(split, EncodedTrainCrop(image_size, CROP_SCALE), seed=0, read=read_jpeg_bytes)
+    return PairDataset(split, train_transform(image_size, CROP_SCALE), seed=0)
+
+
+def loader_rate(pairs: PairDataset, workers: int, batch: int) -> float:
+    """Images/s out of a DataLoader, after its first batch (workers started and warm)."""
+    loader = DataLoader(pairs, batch_size=batch, num_workers=workers, collate_fn=collate_images)
     start, seen = None, 0
     for index, images in enumerate(loader):
         if index == 0:
-            start = time.perf_counter()  # workers started and warm
+            start = time.perf_counter()
             continue
-        seen += images.shape[0]
+        seen += len(images)
     return seen / (time.perf_counter() - start)
 
 
-def gpu_decode_rate(paths: list[Path], image_size: int, device: torch.device) -> float:
-    """Files read on the CPU, decoded, cropped and resized on the GPU in batches."""
-    from torchvision.io import decode_jpeg, read_file
-    from torchvision.transforms.v2 import functional as F
-
-    data = [read_file(str(p)) for p in paths]
-    torch.cuda.synchronize(device)
+def device_decode_rate(pairs: PairDataset, batch: int, device: torch.device) -> float:
+    """Images/s of ``EncodedImages.decode`` on ``device``, the crops drawn beforehand."""
+    batches = [collate_images([pairs[i] for i in range(first, min(first + batch, len(pairs)))])
+               for first in range(0, len(pairs), batch)]
+    batches[0].decode(device)  # warm-up: nvJPEG handles, kernels
+    synchronize(device)
     start = time.perf_counter()
-    for first in range(0, len(data), 64):
-        decoded = decode_jpeg(data[first : first + 64], device=device)
-        batch = torch.stack([F.resized_crop(img, 20, 30, 300, 400, [image_size, image_size]) for img in decoded])
-        F.normalize(batch.float() / 255, [0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
-    torch.cuda.synchronize(device)
-    return len(data) / (time.perf_counter() - start)
+    for encoded in batches:
+        encoded.decode(device)
+    synchronize(device)
+    return len(pairs) / (time.perf_counter() - start)
 
 
 def main(argv=None) -> None:
@@ -86,21 +93,21 @@ def main(argv=None) -> None:
     parser.add_argument("--images", type=int, default=320)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--image-size", type=int, default=224)
-    parser.add_argument("--gpu-decode", action="store_true")
+    parser.add_argument("--device", default="auto", help="where the device path decodes: auto|cpu|cuda")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
-    device = pick_device("auto")
+    device = pick_device(args.device)
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         paths = write_images(Path(folder), args.images)
-        for workers in (int(w) for w in args.workers.split(",")):
-            rate = loader_rate(paths, workers, args.batch, args.image_size)
-            rows.append([f"DataLoader, {workers} workers", rate, rate / max(workers, 1)])
-        if args.gpu_decode:
-            if device.type != "cuda":
-                raise SystemExit("--gpu-decode needs a CUDA GPU")
-            rate = gpu_decode_rate(paths, args.image_size, device)
-            rows.append(["decode_jpeg + crop on the GPU", rate, rate])
+        workers = [int(w) for w in args.workers.split(",")]
+        for image_decode, what in (("cpu", "decode + crop in workers"), ("device", "read + draw crop in workers")):
+            pairs = training_pairs(paths, image_decode, args.image_size)
+            for count in workers:
+                rate = loader_rate(pairs, count, args.batch)
+                rows.append([f"image_decode={image_decode}: {what}, {count} workers", rate, rate / max(count, 1)])
+        rate = device_decode_rate(training_pairs(paths, "device", args.image_size), args.batch, device)
+        rows.append([f"image_decode=device: decode + crop on {device.type}", rate, rate])
     settings = {"images": args.images, "source": "500x375 JPEG q90", "image_size": args.image_size, "batch": args.batch}
     report("data_pipeline", device, settings, ["pipeline", "images/s", "per worker"], rows, args.out)
 

@@ -14,4 +14,4 @@ python bench/alignment.py --size full --captions 500 --methods loop,blocked,trit
 python bench/evaluation.py --out "$out/evaluation-gpu.json"
 python bench/train_step.py --model hat --batch 58 --steps 10 --warmup 3 --out "$out/train_step-gpu.json"
 python bench/train_step.py --model hat --batch 58 --steps 10 --warmup 3 --compile --out "$out/train_step-gpu-compile.json"
-python bench/data_pipeline.py --workers 0,4,8,16 --images 1024 --gpu-decode --out "$out/data_pipeline-gpu.json"
+python bench/data_pipeline.py --workers 0,4,8,16 --images 1024 --out "$out/data_pipeline-gpu.json"

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from hat.alignment import DIRECTIONS
 from hat.data.build import check_dataset_root
+from hat.data.device_decode import IMAGE_DECODE
 from hat.engine.runtime import DEVICES, PRECISIONS
 from hat.losses import LOSSES
 from hat.metrics import METRIC_KEYS, RANK_KEYS
@@ -37,6 +38,7 @@ def validate_train_config(cfg) -> None:
         _check_loss(cfg.loss)
         _check_train(cfg)
         _check_hardware(cfg.hardware)
+        _check_image_decode(cfg)
         _check_logger(cfg.logger)
         _check_resume(cfg.get("resume"))
         _check_init_weights(cfg.get("init_weights"))
@@ -135,6 +137,17 @@ def _check_hardware(cfg) -> None:
             raise ConfigError("hardware.device=cuda but no CUDA GPU is available; use hardware=auto or hardware=cpu")
     if not cfg.num_workers >= 0:
         raise ConfigError(f"hardware.num_workers={cfg.num_workers} must be >= 0")
+    if cfg.get("image_decode", "cpu") not in IMAGE_DECODE:
+        raise ConfigError(f"hardware.image_decode={cfg.image_decode!r} is not one of {IMAGE_DECODE}")
+
+
+def _check_image_decode(cfg) -> None:
+    """The device-decode path reads JPEG files, which a generated dataset does not have."""
+    if cfg.hardware.get("image_decode", "cpu") == "device" and cfg.dataset.name == "shapes":
+        raise ConfigError(
+            "hardware.image_decode=device decodes JPEG files from disk, but dataset=shapes draws its images "
+            "in memory; use hardware.image_decode=cpu or a dataset on disk (dataset=f30k|coco)"
+        )
 
 
 def _check_logger(cfg) -> None:

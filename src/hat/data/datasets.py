@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from hat.data.records import CaptionedImages
+from hat.data.device_decode import EncodedCrop, EncodedImages
+from hat.data.records import CaptionedImages, ImageRecord
 
 _SEED_MODULUS = 2**63 - 1
 
@@ -20,15 +22,20 @@ def sample_seed(seed: int, epoch: int, index: int) -> int:
 class PairDataset(Dataset):
     """Every image-caption pair once per epoch: pair ``p`` is caption ``p % K`` of image ``p // K``.
 
-    Items are ``(image (3, S, S), caption str, image index)``. The augmentation of a pair depends
+    Items are ``(transform(read(record)), caption str, image index)``: by default ``read`` is the
+    split's image loader and the transform gives a ``(3, S, S)`` tensor; the device-decode path
+    reads file bytes instead (:mod:`hat.data.device_decode`). The augmentation of a pair depends
     only on ``(seed, epoch, p)``, not on which worker or process draws it, so runs and resumed
     runs see the same crops.
     """
 
-    def __init__(self, split: CaptionedImages, transform: Callable, seed: int) -> None:
+    def __init__(
+        self, split: CaptionedImages, transform: Callable, seed: int, read: Callable[[ImageRecord], Any] | None = None
+    ) -> None:
         self.split = split
         self.transform = transform
         self.seed = seed
+        self.read = read or split.load_image
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -40,11 +47,11 @@ class PairDataset(Dataset):
     def __getitem__(self, pair: int) -> tuple[torch.Tensor, str, int]:
         image_index, caption_index = divmod(pair, self.split.captions_per_image)
         record = self.split.records[image_index]
-        image = self.split.load_image(record)
+        source = self.read(record)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(sample_seed(self.seed, self.epoch, pair))
-            pixels = self.transform(image)
-        return pixels, record.captions[caption_index], image_index
+            image = self.transform(source)
+        return image, record.captions[caption_index], image_index
 
 
 class ImageDataset(Dataset):
@@ -103,7 +110,8 @@ class EpochShuffleSampler(Sampler[int]):
 class CaptionCollator:
     """Batches ``PairDataset`` items, tokenising captions to at most ``max_length`` tokens.
 
-    Returns a dict: ``images (B, 3, S, S)``, ``input_ids (B, W)``, ``attention_mask (B, W)`` with
+    Returns a dict: ``images (B, 3, S, S)`` (an :class:`~hat.data.device_decode.EncodedImages`
+    when the items hold encoded crops), ``input_ids (B, W)``, ``attention_mask (B, W)`` with
     ``W`` the longest caption in the batch (``max_length`` with ``pad_to_max_length``, which
     processes that gather captions need), and ``image_index (B,)``.
     """
@@ -122,7 +130,7 @@ class CaptionCollator:
     def __call__(self, items: list[tuple[torch.Tensor, str, int]]) -> dict[str, torch.Tensor]:
         images, captions, image_index = zip(*items)
         return {
-            "images": torch.stack(images),
+            "images": EncodedImages.from_crops(list(images)) if isinstance(images[0], EncodedCrop) else torch.stack(images),
             **self.tokenize(list(captions)),
             "image_index": torch.tensor(image_index),
         }

@@ -21,6 +21,7 @@ from tqdm import tqdm
 from hat.config import ConfigError, monitor_terms, to_plain, validate_train_config
 from hat.data.build import build_splits
 from hat.data.datasets import CaptionCollator, EpochShuffleSampler, PairDataset
+from hat.data.device_decode import EncodedTrainCrop, read_jpeg_bytes
 from hat.data.transforms import train_transform
 from hat.engine.checkpoint import (
     CHECKPOINT_FORMAT,
@@ -201,7 +202,7 @@ def train(cfg, run_dir: Path) -> dict[str, float]:
                     scaler.update()
                     progress.step += 1
                     progress.batch += 1
-                    meter.step_done(batch["images"].shape[0] * ranks.world_size)
+                    meter.step_done(len(batch["images"]) * ranks.world_size)
                     if progress.step % cfg.train.log_every == 0:
                         rates = meter.read_and_reset()
                         bar.set_postfix(loss=f"{loss.item():.3f}", samples_per_s=f"{rates['train/samples_per_s']:.1f}")
@@ -279,12 +280,13 @@ def train(cfg, run_dir: Path) -> dict[str, float]:
 
 def _train_loader(cfg, split, collator: CaptionCollator, ranks, runtime):
     """``(pairs, sampler, loader)`` of the training split: each step's batch is this process's
-    ``train.batch_size x train.accumulate`` pairs, augmented as ``dataset`` says."""
-    pairs = PairDataset(
-        split,
-        train_transform(cfg.encoder.image.image_size, cfg.dataset.train_crop_scale, cfg.dataset.train_hflip),
-        cfg.seed,
-    )
+    ``train.batch_size x train.accumulate`` pairs, augmented as ``dataset`` says; with
+    ``hardware.image_decode=device`` the workers only read the files and draw the crops."""
+    augmentation = (cfg.encoder.image.image_size, cfg.dataset.train_crop_scale, cfg.dataset.train_hflip)
+    if cfg.hardware.get("image_decode", "cpu") == "device":
+        pairs = PairDataset(split, EncodedTrainCrop(*augmentation), cfg.seed, read=read_jpeg_bytes)
+    else:
+        pairs = PairDataset(split, train_transform(*augmentation), cfg.seed)
     step_batch = cfg.train.batch_size * cfg.train.get("accumulate", 1)
     sampler = EpochShuffleSampler(len(pairs), cfg.seed, step_batch, ranks.rank, ranks.world_size)
     loader = DataLoader(

@@ -16,6 +16,7 @@ import contextlib
 import torch
 from torch import nn
 
+from hat.data.device_decode import images_on
 from hat.engine.checkpoint import capture_rng_state, restore_rng_state
 from hat.engine.runtime import Runtime
 from hat.models.hat import HATModel
@@ -35,7 +36,8 @@ def training_step(
     ``wrapped`` is what runs the encoders (the model, or its DDP/compiled wrapper); ``model`` is
     the bare :class:`HATModel`. Gradients land in the parameters, scaled by ``scaler``.
     """
-    images, ids, mask = (batch[key].to(runtime.device, non_blocking=True) for key in ("images", "input_ids", "attention_mask"))
+    ids, mask = (batch[key].to(runtime.device, non_blocking=True) for key in ("input_ids", "attention_mask"))
+    images = images_on(batch["images"], runtime.device)
     if chunks == 1:
         with runtime.autocast():
             loss = loss_fn(wrapped(images, ids, mask))
