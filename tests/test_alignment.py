@@ -127,6 +127,39 @@ def test_gradcheck_in_float64(direction):
 
 
 @pytest.mark.parametrize("direction", DIRECTIONS)
+def test_compiles_to_one_graph_that_batches_of_other_lengths_reuse(direction):
+    """hardware.compile: similarity and loss trace whole (fullgraph: any graph break is an error),
+    once for every batch of one width whatever its caption lengths, with eager's values and gradients.
+    Gradients are compared through a fixed linear read-out of the scores: the hardest negative's
+    choice flips between near-equal scores at float32 rounding, a real difference of neither path."""
+    from torch._dynamo.utils import counters
+
+    from hat.losses import HingeHardestLoss
+
+    loss_fn = HingeHardestLoss(margin=0.2)
+    readout = torch.randn(4, 4, generator=torch.Generator().manual_seed(7))
+
+    def step(images, captions, lengths):
+        scores = scan_similarity(images, captions, lengths, direction, SMOOTH, block_elements=90)
+        return loss_fn(scores), (scores * readout).sum()
+
+    torch._dynamo.reset()
+    counters.clear()
+    compiled = torch.compile(step, backend="aot_eager", fullgraph=True)
+    for seed, lengths in enumerate(([1, 6, 3, 4], [6, 6, 2, 5], [2, 1, 1, 3])):
+        generator = torch.Generator().manual_seed(seed)
+        images, captions = torch.randn(4, 5, 8, generator=generator), torch.randn(4, 6, 8, generator=generator)
+        lengths = torch.tensor(lengths)
+        inputs = [images.requires_grad_(), pad_with(captions, lengths, float("nan")).requires_grad_()]
+        loss, read = compiled(*inputs, lengths)
+        expected_loss, expected_read = step(*inputs, lengths)
+        torch.testing.assert_close(loss, expected_loss)
+        for grad, want in zip(torch.autograd.grad(read, inputs), torch.autograd.grad(expected_read, inputs)):
+            torch.testing.assert_close(grad, want)
+    assert counters["stats"]["unique_graphs"] == 1
+
+
+@pytest.mark.parametrize("direction", DIRECTIONS)
 def test_bf16_autocast_is_float32_finite_and_close_to_fp32(direction):
     images, captions, lengths = random_features(dim=16, seed=4)
     junk = 50.0 * torch.randn(captions.shape, generator=torch.Generator().manual_seed(40))

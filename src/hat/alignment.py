@@ -16,7 +16,9 @@ context's squared norm is the quadratic form ``P[r] G P[r]^T`` with the caption'
 
 On CUDA, scores that need no gradient (evaluation) go through the fused Triton kernels of
 :mod:`hat.kernels.scan_triton` (``kernel="auto"``); this PyTorch path is their fallback, the
-reference they are tested against, and the path that trains.
+reference they are tested against, and the path that trains. Under ``torch.compile``
+(``hardware.compile``) it traces as one graph, forward and backward, with no data-dependent block
+widths, so batches of one caption width reuse it whatever their lengths.
 """
 
 from __future__ import annotations
@@ -82,7 +84,8 @@ def scan_similarity(
     lengths = caption_lengths.to(device=captions.device, dtype=torch.long)
     if lengths.shape != (num_captions,):
         raise ValueError(f"caption_lengths must have shape ({num_captions},), got {tuple(lengths.shape)}")
-    if num_captions and (int(lengths.min()) < 1 or int(lengths.max()) > width):
+    compiling = torch.compiler.is_compiling()
+    if num_captions and not compiling and (int(lengths.min()) < 1 or int(lengths.max()) > width):
         raise ValueError(f"caption lengths must lie in [1, {width}], got {lengths.tolist()}")
     if kernel not in KERNELS:
         raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
@@ -98,11 +101,17 @@ def scan_similarity(
     image_block, caption_block = _block_sizes(
         images.shape[0], num_captions, images.shape[1] * width, block_elements
     )
-    # Captions of similar length share a block, which is cut to its longest caption: no work on
-    # padding beyond it. The columns are put back in the callers' order at the end.
-    order = torch.argsort(lengths, stable=True)
-    captions, valid = captions[order], valid[order]
-    block_widths = [max(chunk) for chunk in _chunks(lengths[order].tolist(), caption_block)]
+    if compiling:
+        # One graph for torch.compile: block widths read from the lengths would break it and
+        # recompile it for every batch. Compiled training pads captions to one width instead.
+        order = None
+        block_widths = [width] * math.ceil(num_captions / caption_block)
+    else:
+        # Captions of similar length share a block, which is cut to its longest caption: no work
+        # on padding beyond it. The columns are put back in the callers' order at the end.
+        order = torch.argsort(lengths, stable=True)
+        captions, valid = captions[order], valid[order]
+        block_widths = [max(chunk) for chunk in _chunks(lengths[order].tolist(), caption_block)]
     score_block = _i2t_block if direction == "i2t" else _t2i_block
     rows = []
     for i0 in range(0, images.shape[0], image_block):
@@ -121,7 +130,8 @@ def scan_similarity(
                 dim=1,
             )
         )
-    return torch.cat(rows, dim=0).index_select(1, torch.argsort(order))
+    scores = torch.cat(rows, dim=0)
+    return scores if order is None else scores.index_select(1, torch.argsort(order))
 
 
 def multi_level_similarity(

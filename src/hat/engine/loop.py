@@ -102,10 +102,12 @@ def train(cfg, run_dir: Path) -> dict[str, float]:
     model.set_grad_checkpointing(bool(cfg.hardware.get("grad_checkpointing", False)))
     model.feature_gather = gather_with_grad  # global negatives: every rank scores the whole global batch
     torch.manual_seed(cfg.seed + ranks.rank)  # same initial weights, a dropout stream per rank
-    collator = CaptionCollator(  # chunks and processes exchange caption features: one width for all
+    # One caption width for all batches when chunks or processes exchange caption features, and
+    # when compiled (one shape, one graph).
+    collator = CaptionCollator(
         build_tokenizer(cfg.encoder.text),
         cfg.encoder.text.max_length,
-        pad_to_max_length=ranks.enabled or accumulate > 1,
+        pad_to_max_length=ranks.enabled or accumulate > 1 or runtime.compile,
     )
     image_size = cfg.encoder.image.image_size
     pairs, sampler, loader = _train_loader(cfg, splits["train"], collator, ranks, runtime)
