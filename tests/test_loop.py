@@ -129,3 +129,23 @@ def test_throughput_metrics_are_logged(tmp_path, tiny_config):
     for line in logged:
         assert line["train/samples_per_s"] > 0 and 0 <= line["train/data_wait_share"] <= 1
         assert line["train/step_time_s"] > 0 and line["train/lr"] == pytest.approx(1e-3)
+
+
+@pytest.mark.gpu
+@pytest.mark.slow
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_compiled_training_on_a_gpu_matches_eager_training(tmp_path, tiny_config):
+    """hardware.compile=true: inductor's kernels, forward and backward, give eager's losses
+    (dropout off: compiled code draws its random numbers differently)."""
+    losses = {}
+    for compiled in (False, True):
+        run = tmp_path / f"compile-{compiled}"
+        cfg = tiny_config("hardware=gpu", "hardware.precision=fp32", "hardware.num_workers=0",
+                          f"hardware.compile={str(compiled).lower()}", "train.max_steps=6", "train.log_every=1",
+                          "train.freeze_epochs=0", "+encoder.text.config.hidden_dropout_prob=0.0",
+                          "+encoder.text.config.attention_probs_dropout_prob=0.0")
+        train(cfg, run)
+        losses[compiled] = [json.loads(line)["train/loss"] for line in (run / "metrics.jsonl").read_text().splitlines()
+                            if "train/loss" in line]
+    assert len(losses[True]) == 6
+    torch.testing.assert_close(torch.tensor(losses[True]), torch.tensor(losses[False]), rtol=1e-3, atol=1e-4)
