@@ -129,8 +129,9 @@ class CaptionCollator:
 
     def __call__(self, items: list[tuple[torch.Tensor, str, int]]) -> dict[str, torch.Tensor]:
         images, captions, image_index = zip(*items)
+        encoded = isinstance(images[0], EncodedCrop)
         return {
-            "images": EncodedImages.from_crops(list(images)) if isinstance(images[0], EncodedCrop) else torch.stack(images),
+            "images": EncodedImages.from_crops(list(images)) if encoded else torch.stack(images),
             **self.tokenize(list(captions)),
             "image_index": torch.tensor(image_index),
         }

@@ -61,7 +61,7 @@ class EncodedTrainCrop:
 
     def __init__(self, image_size: int, crop_scale: Sequence[float] = (0.08, 1.0), hflip: bool = True) -> None:
         self.image_size = image_size
-        self.crop_scale = tuple(crop_scale)
+        self.crop = T.RandomResizedCrop(image_size, scale=tuple(crop_scale))  # its scale and ratio, not its pixels
         self.hflip = hflip
 
     def __call__(self, source: tuple[bytes, Path]) -> EncodedCrop:
@@ -70,7 +70,7 @@ class EncodedTrainCrop:
             with Image.open(io.BytesIO(data)) as header:  # reads the header only, decodes nothing
                 if header.format != "JPEG":
                     raise OSError(f"is {header.format}, not JPEG")
-                box = T.RandomResizedCrop.get_params(header, self.crop_scale, (3 / 4, 4 / 3))
+                box = self.crop.get_params(header, self.crop.scale, self.crop.ratio)
         except OSError as error:
             raise OSError(
                 f"cannot use image {path} with hardware.image_decode=device (JPEG files only): {error}"
@@ -98,12 +98,10 @@ class EncodedImages:
 
     @classmethod
     def from_crops(cls, crops: list[EncodedCrop]) -> EncodedImages:
-        sizes = {crop.size for crop in crops}
-        if len(sizes) != 1:
-            raise ValueError(f"one batch needs one output size, got crops of sizes {sorted(sizes)}")
+        """Pack crops drawn by one :class:`EncodedTrainCrop` (one output size)."""
         buffer = torch.frombuffer(bytearray(b"".join(crop.data for crop in crops)), dtype=torch.uint8)
         ends = list(accumulate(len(crop.data) for crop in crops))
-        return cls(buffer, ends, [c.box for c in crops], [c.flip for c in crops], [c.path for c in crops], sizes.pop())
+        return cls(buffer, ends, [c.box for c in crops], [c.flip for c in crops], [c.path for c in crops], crops[0].size)
 
     def __len__(self) -> int:
         return len(self.ends)
