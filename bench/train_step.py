@@ -4,6 +4,7 @@ model on random images and captions, with both encoders trained and with both fr
     python bench/train_step.py --model tiny --batch 32            # CPU
     python bench/train_step.py --model hat --batch 58             # GPU: Swin-B + BERT-base, bf16
     python bench/train_step.py --model hat --batch 58 --compile   # with torch.compile
+    python bench/train_step.py --model hat --batch 58 --compile --compile-mode reduce-overhead   # + CUDA graphs
 
 Models are built from conf/encoder/*.yaml with random weights (nothing is downloaded), HAT's
 levels [4,10,12], i2t, lambda 9. Rows: samples/s (median over steps after warm-up) and peak GPU
@@ -25,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 from common import mib, pick_device, report, synchronize  # noqa: E402
 
-from hat.engine.runtime import resolve_runtime  # noqa: E402
+from hat.engine.runtime import COMPILE_MODES, resolve_runtime  # noqa: E402
 from hat.engine.step import training_step  # noqa: E402
 from hat.losses import build_loss  # noqa: E402
 from hat.models.hat import build_model  # noqa: E402
@@ -49,7 +50,7 @@ def throughput(cfg, runtime, batch: int, frozen: bool, steps: int, warmup: int) 
     model = build_model(cfg).to(runtime.device)
     model.set_encoders_frozen(frozen)
     loss_fn = build_loss(cfg.loss).to(runtime.device)
-    step_fn = torch.compile(model) if runtime.compile else model
+    step_fn = runtime.compiled(model)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     scaler = runtime.grad_scaler()
     size = cfg.encoder.image.image_size
@@ -84,6 +85,7 @@ def main(argv=None) -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--precision", default="auto", help="auto (bf16 on GPUs, fp32 on CPUs), bf16, fp16, fp32")
     parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--compile-mode", default="default", choices=COMPILE_MODES, help="torch.compile's mode")
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--out", type=Path)
@@ -91,13 +93,14 @@ def main(argv=None) -> None:
     device = pick_device(args.device)
     runtime = resolve_runtime(OmegaConf.create({
         "device": device.type, "precision": args.precision, "num_workers": 0, "pin_memory": False,
-        "compile": args.compile,
+        "compile": args.compile, "compile_mode": args.compile_mode,
     }))
     cfg = model_config(args.model, args.image_size)
     rows = []
     for frozen in (False, True):
         rate, peak = throughput(cfg, runtime, args.batch, frozen, args.steps, args.warmup)
-        rows.append([args.model, args.batch, runtime.precision, runtime.compile, "frozen" if frozen else "trained", rate, mib(peak)])
+        compiled = runtime.compile_mode if runtime.compile else "no"
+        rows.append([args.model, args.batch, runtime.precision, compiled, "frozen" if frozen else "trained", rate, mib(peak)])
     settings = {"model": args.model, "image_size": cfg.encoder.image.image_size, "levels": list(cfg.alignment.levels),
                 "steps": args.steps, "warmup": args.warmup}
     report("train_step", device, settings, ["model", "batch", "precision", "compile", "encoders", "samples/s", "peak GPU MiB"], rows, args.out)

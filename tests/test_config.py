@@ -83,6 +83,7 @@ BAD_VALUES = [
     (["train.batch_size=1"], r"train\.batch_size=1.*>= 2"),
     (["train.monitor=val/r1"], r"train\.monitor='val/r1'.*not a validation metric"),
     (["hardware.precision=fp8"], r"hardware\.precision='fp8'"),
+    (["hardware.compile_mode=fast"], r"hardware\.compile_mode='fast'.*'default', 'reduce-overhead'"),
     (["resume=/nonexistent/last.pt"], r"resume=/nonexistent/last\.pt"),
     (["dataset=coco", "dataset.root=/nonexistent"], r"dataset\.root=/nonexistent does not exist.*dataset_coco\.json"),
     (["dataset=f30k", "dataset.root=/nonexistent"], r"dataset\.root=/nonexistent.*dataset_flickr30k\.json.*images"),

@@ -12,7 +12,7 @@ from pathlib import Path
 from hat.alignment import DIRECTIONS
 from hat.data.build import check_dataset_root
 from hat.data.device_decode import IMAGE_DECODE
-from hat.engine.runtime import DEVICES, PRECISIONS
+from hat.engine.runtime import COMPILE_MODES, DEVICES, PRECISIONS
 from hat.losses import LOSSES
 from hat.metrics import METRIC_KEYS, RANK_KEYS
 from hat.models.levels import IMAGE_FAMILIES, check_levels, default_image_levels
@@ -137,6 +137,8 @@ def _check_hardware(cfg) -> None:
             raise ConfigError("hardware.device=cuda but no CUDA GPU is available; use hardware=auto or hardware=cpu")
     if not cfg.num_workers >= 0:
         raise ConfigError(f"hardware.num_workers={cfg.num_workers} must be >= 0")
+    if cfg.get("compile_mode", "default") not in COMPILE_MODES:
+        raise ConfigError(f"hardware.compile_mode={cfg.compile_mode!r} is not one of {COMPILE_MODES}")
     if cfg.get("image_decode", "cpu") not in IMAGE_DECODE:
         raise ConfigError(f"hardware.image_decode={cfg.image_decode!r} is not one of {IMAGE_DECODE}")
 

@@ -125,7 +125,7 @@ def train(cfg, run_dir: Path) -> dict[str, float]:
         if ranks.enabled:
             device_ids = [runtime.device.index] if runtime.device.type == "cuda" else None
             wrapped = DistributedDataParallel(model, device_ids=device_ids)
-        return torch.compile(wrapped) if runtime.compile else wrapped
+        return runtime.compiled(wrapped)
 
     log.info("model: %.1fM parameters", sum(p.numel() for p in model.parameters()) / 1e6)
 

@@ -12,6 +12,7 @@ log = logging.getLogger(__name__)
 
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")  # torch.compile's
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -24,12 +25,17 @@ class Runtime:
     num_workers: int
     pin_memory: bool
     compile: bool
+    compile_mode: str = "default"
 
     def autocast(self):
         """Autocast to bf16/fp16 for this device; a no-op context for fp32."""
         if self.precision == "fp32":
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=_DTYPES[self.precision])
+
+    def compiled(self, module: torch.nn.Module) -> torch.nn.Module:
+        """``module`` through ``torch.compile`` in :attr:`compile_mode` when compiling, else itself."""
+        return torch.compile(module, mode=self.compile_mode) if self.compile else module
 
     def grad_scaler(self) -> torch.amp.GradScaler:
         """A GradScaler, enabled only for fp16."""
@@ -53,4 +59,5 @@ def resolve_runtime(cfg, local_rank: int = 0) -> Runtime:
         log.warning("hardware.compile=true is ignored on the CPU")
         compile_model = False
     pin_memory = device.type == "cuda" if cfg.pin_memory == "auto" else bool(cfg.pin_memory)
-    return Runtime(device, precision, int(cfg.num_workers), pin_memory, compile_model)
+    mode = cfg.get("compile_mode", "default")
+    return Runtime(device, precision, int(cfg.num_workers), pin_memory, compile_model, mode)
