@@ -1,17 +1,63 @@
 #!/usr/bin/env bash
-# bash bench/gpu.sh [OUT_DIR]   (on a CUDA machine, from the project root; about 8 minutes on one H200)
-# Every benchmark at full size, one after the other; the JSON files land in OUT_DIR (default: $OUT,
-# else bench/results). The GPU machines lack omegaconf: put its wheels in bench/wheels first, here:
-#   pip download omegaconf==2.3.0 antlr4-python3-runtime==4.9.3 -d bench/wheels
-set -euo pipefail
-out=${1:-${OUT:-bench/results}}
+# bash bench/gpu.sh [PART ...]   (on a CUDA machine, from the project root)
+#
+# The benchmarks at full size, in parts: similarity, evaluation, training, data (the default: all
+# four) and compile (the compiled training step; compiling Swin-B + BERT-base takes minutes).
+# Each benchmark runs under its own time limit: a slow one is cut off and reported, the rest still
+# run, and the exit status is 1 when any failed. The four default parts take at most 12.5
+# minutes, so where a call may last 10 minutes run `bash bench/gpu.sh similarity evaluation`, then
+# `bash bench/gpu.sh training data`. None of this has run on a GPU yet: the limits are estimates
+# from the issue's H200 timings.
+# JSON files land in $OUT when set (the device tool's output folder), else bench/results.
+# The GPU machines lack omegaconf (bench/train_step.py needs it): put its wheels in bench/wheels
+# first, here:  pip download omegaconf==2.3.0 antlr4-python3-runtime==4.9.3 -d bench/wheels
+set -uo pipefail
+out=${OUT:-bench/results}
 mkdir -p "$out"
-python -c "import omegaconf" 2>/dev/null || pip install -q --no-index --find-links bench/wheels omegaconf
+parts=("$@")
+[ ${#parts[@]} -eq 0 ] && parts=(similarity evaluation training data)
+for part in "${parts[@]}"; do
+  case $part in
+    similarity|evaluation|training|data|compile) ;;
+    *) echo "unknown part '$part': expected similarity, evaluation, training, data or compile" >&2; exit 2 ;;
+  esac
+done
+failed=0
 export PYTHONPATH=src${PYTHONPATH:+:$PYTHONPATH}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-python bench/alignment.py --size full --methods blocked,triton --out "$out/alignment-gpu.json"
-python bench/alignment.py --size full --captions 500 --methods loop,blocked,triton --out "$out/alignment-gpu-loop.json"
-python bench/evaluation.py --out "$out/evaluation-gpu.json"
-python bench/train_step.py --model hat --batch 58 --steps 10 --warmup 3 --out "$out/train_step-gpu.json"
-python bench/train_step.py --model hat --batch 58 --steps 10 --warmup 3 --compile --out "$out/train_step-gpu-compile.json"
-python bench/data_pipeline.py --workers 0,4,8,16 --images 1024 --out "$out/data_pipeline-gpu.json"
+
+bench() {  # bench LIMIT_S NAME COMMAND...: one benchmark, stopped after LIMIT_S seconds
+  local limit=$1 name=$2 status
+  shift 2
+  echo "== $name (limit $limit s)"
+  timeout "$limit" "$@"
+  status=$?
+  if [ $status -ne 0 ]; then
+    echo "== $name: exit $status$([ $status -eq 124 ] && echo ", over $limit s")"
+    failed=1
+  fi
+}
+
+for part in "${parts[@]}"; do
+  case $part in
+    similarity)
+      bench 240 "similarity, Flickr30K size" python bench/alignment.py --size full --methods blocked,triton \
+        --repeats 1 --out "$out/alignment-gpu.json"
+      bench 120 "similarity against the loop, 1000 captions, 196 regions" python bench/alignment.py --size full \
+        --captions 1000 --regions 196 --methods loop,blocked,triton --repeats 1 --out "$out/alignment-gpu-loop.json" ;;
+    evaluation)
+      bench 150 "evaluation, Flickr30K and COCO-5K size" python bench/evaluation.py --out "$out/evaluation-gpu.json" ;;
+    training)
+      python -c "import omegaconf" 2>/dev/null || pip install -q --no-index --find-links bench/wheels omegaconf
+      bench 150 "training step, batch 58" python bench/train_step.py --model hat --batch 58 --steps 10 --warmup 3 \
+        --out "$out/train_step-gpu.json" ;;
+    data)
+      bench 90 "data pipeline" python bench/data_pipeline.py --workers 0,4,8,16 --images 1024 \
+        --out "$out/data_pipeline-gpu.json" ;;
+    compile)
+      python -c "import omegaconf" 2>/dev/null || pip install -q --no-index --find-links bench/wheels omegaconf
+      bench 540 "compiled training step, batch 58" python bench/train_step.py --model hat --batch 58 --steps 10 \
+        --warmup 3 --compile --out "$out/train_step-gpu-compile.json" ;;
+  esac
+done
+exit $failed
