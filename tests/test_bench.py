@@ -1,0 +1,61 @@
+"""The benchmarks in bench/ run on the CPU at toy sizes and write the JSON their tables come from.
+
+They are scripts, not a package: each is loaded from its file and its ``main(argv)`` called. The
+sizes here check that they run and what their rows mean, not speed.
+"""
+
+from __future__ import annotations
+
+import json
+import runpy
+
+import pytest
+
+from conftest import ROOT
+
+
+def run_benchmark(name: str, tmp_path, *argv: str) -> dict:
+    out = tmp_path / f"{name}.json"
+    runpy.run_path(str(ROOT / "bench" / f"{name}.py"), run_name="bench")["main"]([*argv, "--out", str(out)])
+    return json.loads(out.read_text())
+
+
+def rows_by(result: dict) -> list[dict]:
+    return [dict(zip(result["columns"], row)) for row in result["rows"]]
+
+
+@pytest.mark.slow
+def test_alignment_benchmark_compares_the_fast_path_with_the_loop(tmp_path):
+    result = run_benchmark("alignment", tmp_path, "--images", "4", "--captions", "10", "--regions", "16",
+                           "--repeats", "1", "--methods", "loop,blocked")
+    rows = rows_by(result)
+    assert [(r["direction"], r["method"]) for r in rows] == [
+        ("i2t", "loop"), ("i2t", "blocked"), ("t2i", "loop"), ("t2i", "blocked")
+    ]
+    assert all(r["median s"] > 0 for r in rows)
+    assert all(r["max rel err vs loop"] < 1e-5 for r in rows)
+    assert result["machine"].startswith("CPU")
+
+
+def test_evaluation_benchmark_scores_both_protocols_of_synthetic_features(tmp_path):
+    rows = rows_by(run_benchmark("evaluation", tmp_path, "--images", "10", "--dim", "32"))
+    assert [(r["dataset"], r["images"], r["captions"]) for r in rows] == [("f30k", 10, 50), ("coco5k", 10, 50)]
+    assert all(r["rsum"] > 300 for r in rows)  # captions are built near their image: far above chance (about 60)
+
+
+def test_train_step_benchmark_trains_the_tiny_model_with_and_without_frozen_encoders(tmp_path):
+    rows = rows_by(run_benchmark("train_step", tmp_path, "--model", "tiny", "--batch", "4", "--image-size", "32",
+                                 "--steps", "1", "--warmup", "1"))
+    assert [(r["encoders"], r["compile"]) for r in rows] == [("trained", "no"), ("frozen", "no")]
+    assert all(r["samples/s"] > 0 for r in rows)
+
+
+def test_data_pipeline_benchmark_measures_both_decode_paths(tmp_path):
+    rows = rows_by(run_benchmark("data_pipeline", tmp_path, "--images", "8", "--batch", "4", "--workers", "0",
+                                 "--image-size", "32"))
+    assert [r["pipeline"] for r in rows] == [
+        "image_decode=cpu: decode + crop in workers, 0 workers",
+        "image_decode=device: read + draw crop in workers, 0 workers",
+        "image_decode=device: decode + crop on cpu",
+    ]
+    assert all(r["images/s"] > 0 for r in rows)
