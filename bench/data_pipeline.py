@@ -29,18 +29,17 @@ from torch.utils.data import DataLoader
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import pick_device, report, synchronize  # noqa: E402
 
-from hat.data.datasets import PairDataset  # noqa: E402
-from hat.data.device_decode import EncodedCrop, EncodedImages, EncodedTrainCrop, read_jpeg_bytes  # noqa: E402
+from hat.data.datasets import PairDataset, collate_images  # noqa: E402
+from hat.data.device_decode import EncodedTrainCrop, read_jpeg_bytes  # noqa: E402
 from hat.data.records import CaptionedImages, ImageRecord, load_image_file  # noqa: E402
 from hat.data.transforms import train_transform  # noqa: E402
 
 CROP_SCALE = (0.08, 1.0)
 
 
-def collate_images(items):
+def image_batch(items):
     """The image half of ``CaptionCollator`` (captions are not what is measured)."""
-    images = [item[0] for item in items]
-    return EncodedImages.from_crops(images) if isinstance(images[0], EncodedCrop) else torch.stack(images)
+    return collate_images([item[0] for item in items])
 
 
 def write_images(folder: Path, count: int) -> list[Path]:
@@ -64,7 +63,7 @@ def training_pairs(paths: list[Path], image_decode: str, image_size: int) -> Pai
 
 def loader_rate(pairs: PairDataset, workers: int, batch: int) -> float:
     """Images/s out of a DataLoader, after its first batch (workers started and warm)."""
-    loader = DataLoader(pairs, batch_size=batch, num_workers=workers, collate_fn=collate_images)
+    loader = DataLoader(pairs, batch_size=batch, num_workers=workers, collate_fn=image_batch)
     start, seen = None, 0
     for index, images in enumerate(loader):
         if index == 0:
@@ -76,7 +75,7 @@ def loader_rate(pairs: PairDataset, workers: int, batch: int) -> float:
 
 def device_decode_rate(pairs: PairDataset, batch: int, device: torch.device) -> float:
     """Images/s of ``EncodedImages.decode`` on ``device``, the crops drawn beforehand."""
-    batches = [collate_images([pairs[i] for i in range(first, min(first + batch, len(pairs)))])
+    batches = [image_batch([pairs[i] for i in range(first, min(first + batch, len(pairs)))])
                for first in range(0, len(pairs), batch)]
     batches[0].decode(device)  # warm-up: nvJPEG handles, kernels
     synchronize(device)

@@ -107,6 +107,13 @@ class EpochShuffleSampler(Sampler[int]):
         return iter(batches[self.skip_batches :, self.rank].flatten().tolist())
 
 
+def collate_images(images: list) -> torch.Tensor | EncodedImages:
+    """A batch of ``PairDataset`` images: ``(B, 3, S, S)`` stacked, or packed encoded crops."""
+    if isinstance(images[0], EncodedCrop):
+        return EncodedImages.from_crops(images)
+    return torch.stack(images)
+
+
 class CaptionCollator:
     """Batches ``PairDataset`` items, tokenising captions to at most ``max_length`` tokens.
 
@@ -129,9 +136,8 @@ class CaptionCollator:
 
     def __call__(self, items: list[tuple[torch.Tensor, str, int]]) -> dict[str, torch.Tensor]:
         images, captions, image_index = zip(*items)
-        encoded = isinstance(images[0], EncodedCrop)
         return {
-            "images": EncodedImages.from_crops(list(images)) if encoded else torch.stack(images),
+            "images": collate_images(list(images)),
             **self.tokenize(list(captions)),
             "image_index": torch.tensor(image_index),
         }

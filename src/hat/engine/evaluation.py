@@ -150,12 +150,14 @@ def level_similarities(
     for images, captions in zip(encoded.images, encoded.captions):
         images = images[lo:hi]
         captions = captions.to(runtime.device)
+        if runtime.device.type == "cpu":
+            captions = captions.float()
         step = stream_images or (STREAM_IMAGES if images.device != runtime.device else max(1, images.shape[0]))
         blocks = []
         for start in range(0, images.shape[0], step):
             block = images[start : start + step].to(runtime.device, non_blocking=True)
             if runtime.device.type == "cpu":
-                block, captions = block.float(), captions.float()
+                block = block.float()
             with runtime.autocast():
                 blocks.append(model.level_similarities([block], [captions], lengths)[0])
         del captions
