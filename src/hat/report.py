@@ -17,6 +17,8 @@ import io
 import json
 import statistics
 import sys
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,14 +72,35 @@ def find_jobs(root: Path) -> list[Job]:
     return jobs
 
 
+def check_server(base_url: str, timeout: float = 5.0) -> None:
+    """Raise ``ConnectionError`` naming ``base_url`` when no HTTP server answers there.
+
+    Any HTTP answer counts, an error status included. wandb's own client retries an unreachable
+    server for minutes in its service process, so the report asks once itself and fails at once.
+    """
+    try:
+        urllib.request.urlopen(base_url, timeout=timeout).close()
+    except urllib.error.HTTPError:
+        return
+    except (urllib.error.URLError, OSError) as error:
+        reason = getattr(error, "reason", error)
+        raise ConnectionError(
+            f"no answer from the W&B server {base_url} ({reason}); "
+            "set WANDB_BASE_URL or run `wandb login --host URL` for another server"
+        ) from None
+
+
 def wandb_jobs(group: str, project: str, entity: str | None = None, api=None) -> list[Job]:
     """The finished runs of W&B group ``group`` in ``entity/project`` that hold test metrics.
 
-    ``api`` is a ``wandb.Api`` (made here, with a short timeout, when not given).
+    ``api`` is a ``wandb.Api``; when not given, one is made here, with a short timeout, after
+    ``check_server`` has found the configured W&B server answering.
     """
     if api is None:
         import wandb
+        from wandb.sdk import wandb_setup
 
+        check_server(wandb_setup.singleton().settings.base_url)
         api = wandb.Api(timeout=10)
     jobs = []
     for run in api.runs(f"{entity}/{project}" if entity else project, filters={"group": group}):
