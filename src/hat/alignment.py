@@ -160,6 +160,13 @@ def multi_level_similarity(
     ]
 
 
+def fuse_levels(level_scores: Sequence[torch.Tensor], levels: Sequence[int] | None = None) -> torch.Tensor:
+    """HAT's fused score: the sum of the per-level ``(I, C)`` scores of ``levels`` (1-based; all
+    levels for ``None``)."""
+    chosen = [level_scores[k - 1] for k in levels] if levels else list(level_scores)
+    return torch.stack(chosen).sum(dim=0)
+
+
 @functools.cache
 def _triton_similarity():
     """The fused kernel's entry point, or None (logged once) when Triton is not installed."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -23,9 +24,10 @@ class Tracker(Protocol):
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None: ...
 
-    def log_examples(self, scores: torch.Tensor, split: CaptionedImages, prefix: str, step: int) -> None:
-        """``scores``: the ``(N, K * N)`` fused scores of ``split``; a tracker that shows retrieval
-        examples derives them (:mod:`hat.retrieval_examples`), the others ignore the call."""
+    def log_examples(self, level_scores: Sequence[torch.Tensor], split: CaptionedImages, prefix: str, step: int) -> None:
+        """``level_scores``: the ``(N, K * N)`` scores of ``split`` per level; a tracker that shows
+        retrieval examples fuses them and derives the examples (:mod:`hat.retrieval_examples`),
+        the others ignore the call (and so pay nothing)."""
 
     def log_summary(self, summary: dict[str, float]) -> None: ...
 
@@ -42,7 +44,7 @@ class NullTracker:
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         pass
 
-    def log_examples(self, scores: torch.Tensor, split: CaptionedImages, prefix: str, step: int) -> None:
+    def log_examples(self, level_scores: Sequence[torch.Tensor], split: CaptionedImages, prefix: str, step: int) -> None:
         pass
 
     def log_summary(self, summary: dict[str, float]) -> None:
@@ -87,9 +89,9 @@ class MultiTracker:
         for tracker in self.trackers:
             tracker.log_metrics(metrics, step)
 
-    def log_examples(self, scores: torch.Tensor, split: CaptionedImages, prefix: str, step: int) -> None:
+    def log_examples(self, level_scores: Sequence[torch.Tensor], split: CaptionedImages, prefix: str, step: int) -> None:
         for tracker in self.trackers:
-            tracker.log_examples(scores, split, prefix, step)
+            tracker.log_examples(level_scores, split, prefix, step)
 
     def log_summary(self, summary: dict[str, float]) -> None:
         for tracker in self.trackers:

@@ -14,12 +14,13 @@ import contextlib
 import logging
 import netrc
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import torch
 
+from hat.alignment import fuse_levels
 from hat.data.records import CaptionedImages
 from hat.metrics import RANK_KEYS
 from hat.retrieval_examples import retrieval_examples
@@ -167,7 +168,7 @@ class WandbTracker:
             self._define(metrics)
             self.run.log({**metrics, STEP_METRIC: step})
 
-    def log_examples(self, scores: torch.Tensor, split: CaptionedImages, prefix: str, step: int) -> None:
+    def log_examples(self, level_scores: Sequence[torch.Tensor], split: CaptionedImages, prefix: str, step: int) -> None:
         """Two tables (image queries with their top captions; caption queries with thumbnails of
         their top images) and the recall@K curve, under ``{prefix}/examples/...``."""
         if self.run is None or self.examples.queries == 0:
@@ -176,7 +177,7 @@ class WandbTracker:
             import wandb
 
             settings = self.examples
-            examples = retrieval_examples(scores, split, settings.queries, settings.top_k, settings.curve_max_k)
+            examples = retrieval_examples(fuse_levels(level_scores), split, settings.queries, settings.top_k, settings.curve_max_k)
             size = settings.thumbnail
             top_k = len(examples.image_queries[0].top_captions) if examples.image_queries else 0
             mark = {True: "✓ ", False: "✗ "}

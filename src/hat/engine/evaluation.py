@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import torch
 from torch.utils.data import DataLoader, Subset
 
+from hat.alignment import fuse_levels
 from hat.data.datasets import CaptionCollator, ImageDataset
 from hat.data.records import CaptionedImages
 from hat.data.transforms import eval_transform
@@ -177,8 +178,7 @@ def recall_table(
     metrics: dict[str, float] = {}
     for level, level_sims in enumerate(sims, start=1):
         metrics |= prefixed(retrieval_recall(level_sims, captions_per_image), split, protocol, level)
-    fused = torch.stack([sims[k - 1] for k in fused_levels or range(1, len(sims) + 1)]).sum(dim=0)
-    metrics |= prefixed(retrieval_recall(fused, captions_per_image), split, protocol)
+    metrics |= prefixed(retrieval_recall(fuse_levels(sims, fused_levels), captions_per_image), split, protocol)
     return metrics
 
 

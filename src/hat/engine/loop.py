@@ -235,7 +235,7 @@ def train(cfg, run_dir: Path) -> dict[str, float]:
                 val = protocol_tables(sims, "val", splits["val"].captions_per_image, None)
                 value = sum(val[name] for name in monitor_names)
                 tracker.log_metrics({**val, "val/monitor": value, "train/epoch": epoch}, progress.step)
-                tracker.log_examples(torch.stack(sims).sum(dim=0), splits["val"], "val", progress.step)
+                tracker.log_examples(sims, splits["val"], "val", progress.step)
                 log.info(
                     "epoch %d step %d: val/rsum %.2f, %s %.2f", epoch, progress.step, val["val/rsum"], cfg.train.monitor, value
                 )

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from hat.alignment import multi_level_similarity
+from hat.alignment import fuse_levels, multi_level_similarity
 from hat.models.image_encoder import ImageEncoder, build_image_encoder
 from hat.models.levels import default_image_levels
 from hat.models.text_encoder import TextEncoder, build_text_encoder
@@ -96,7 +96,7 @@ class HATModel(nn.Module):
             images = [self.feature_gather(x) for x in images]
             captions = [self.feature_gather(x) for x in captions]
             lengths = self.feature_gather(lengths)
-        return torch.stack(self.level_similarities(images, captions, lengths)).sum(dim=0)
+        return fuse_levels(self.level_similarities(images, captions, lengths))
 
     def forward(
         self, images: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor, features_only: bool = False
