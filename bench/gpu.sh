@@ -38,6 +38,10 @@ bench() {  # bench LIMIT_S NAME COMMAND...: one benchmark, stopped after LIMIT_S
   fi
 }
 
+need_omegaconf() {  # bench/train_step.py composes its model config with omegaconf
+  python -c "import omegaconf" 2>/dev/null || pip install -q --no-index --find-links bench/wheels omegaconf
+}
+
 for part in "${parts[@]}"; do
   case $part in
     similarity)
@@ -48,14 +52,14 @@ for part in "${parts[@]}"; do
     evaluation)
       bench 150 "evaluation, Flickr30K and COCO-5K size" python bench/evaluation.py --out "$out/evaluation-gpu.json" ;;
     training)
-      python -c "import omegaconf" 2>/dev/null || pip install -q --no-index --find-links bench/wheels omegaconf
+      need_omegaconf
       bench 150 "training step, batch 58" python bench/train_step.py --model hat --batch 58 --steps 10 --warmup 3 \
         --out "$out/train_step-gpu.json" ;;
     data)
       bench 90 "data pipeline" python bench/data_pipeline.py --workers 0,4,8,16 --images 1024 \
         --out "$out/data_pipeline-gpu.json" ;;
     compile)
-      python -c "import omegaconf" 2>/dev/null || pip install -q --no-index --find-links bench/wheels omegaconf
+      need_omegaconf
       bench 540 "compiled training step, batch 58" python bench/train_step.py --model hat --batch 58 --steps 10 \
         --warmup 3 --compile --out "$out/train_step-gpu-compile.json" ;;
   esac
