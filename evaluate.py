@@ -7,7 +7,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from hat.config import ConfigError
+from hat.config import ConfigError, validate_eval_config
 from hat.data.problems import DatasetError
 from hat.engine.evaluate_checkpoint import evaluate_checkpoint
 
@@ -15,6 +15,7 @@ from hat.engine.evaluate_checkpoint import evaluate_checkpoint
 @hydra.main(config_path="conf", config_name="evaluate", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     try:
+        validate_eval_config(cfg)
         evaluate_checkpoint(
             Path(cfg.checkpoint),
             Path(HydraConfig.get().runtime.output_dir),

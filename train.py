@@ -10,18 +10,29 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from hat.config import ConfigError
 from hat.data.problems import DatasetError
-from hat.engine.distributed import follower_overrides, run_stamp
-from hat.engine.loop import train
-from hat.engine.preemption import EXIT_PREEMPTED, Preempted
-from hat.metrics import metric_name
+from hat.engine.distributed import CollectiveTimeout, from_environment, run_stamp
+from hat.engine.loop import TrainingDiverged, train
+from hat.engine.preemption import EXIT_PREEMPTED, Preempted, PreemptionSignals, in_submitit_job, requeue_through_submitit
 from hat.wandb_tracker import override_tags, sweep_group
+
+EXIT_ERROR = 2  # a bad config or dataset: fix the input, do not retry as is
+
+
+def main_process(value, otherwise=None):
+    """``${main_process:VALUE[,OTHERWISE]}``: VALUE in process 0 of a run, OTHERWISE (default null) in the
+    others (torchrun's or SLURM's), so that one process writes the log file and ``.hydra/``."""
+    return value if from_environment().is_main else otherwise
 
 
 def register_resolvers() -> None:
-    """The interpolations conf/train.yaml uses: ``${run_stamp:}`` (the run folder's date/time, shared by
-    torchrun's ranks) and ``${project_root:}`` (this folder, where ``sweeps/`` lives)."""
+    """The interpolations the configs use: ``${run_stamp:}`` (the run folder's date/time, shared by
+    torchrun's ranks), ``${project_root:}`` (this folder, where ``sweeps/`` lives) and
+    ``${main_process:...}``, ``${tasks_per_node:GPUS}`` (SLURM tasks: one per GPU, at least one).
+    Hydra ships them to the jobs of a launcher (SLURM) with its state."""
     OmegaConf.register_new_resolver("run_stamp", run_stamp, replace=True)
     OmegaConf.register_new_resolver("project_root", lambda: str(Path(__file__).resolve().parent), replace=True)
+    OmegaConf.register_new_resolver("main_process", main_process, replace=True)
+    OmegaConf.register_new_resolver("tasks_per_node", lambda gpus: max(1, int(gpus or 0)), replace=True)
 
 
 def label_run(cfg: DictConfig) -> None:
@@ -36,24 +47,44 @@ def label_run(cfg: DictConfig) -> None:
             cfg.logger.group = sweep_group(hydra_cfg.runtime.choices.get("sweeps"), hydra_cfg.sweep.dir)
 
 
+def _one_line(error: BaseException) -> str:
+    """An error's message as the user needs it: a DataLoader worker's error arrives wrapped in the
+    worker's traceback, whose last line is the original message."""
+    lines = str(error).strip().splitlines()
+    return lines[-1] if lines and lines[0].startswith("Caught ") else str(error)
+
+
+def _fail(error: BaseException, code: int):
+    """A single run prints the error and exits with ``code``; a multirun job raises it instead, so
+    that the launcher records the job's failure (Hydra's sweepers, submitit's result file) and
+    the other jobs of the sweep still run."""
+    if HydraConfig.get().mode == RunMode.MULTIRUN:
+        raise error
+    print(f"error: {_one_line(error)}", file=sys.stderr)
+    sys.exit(code)
+
+
 @hydra.main(config_path="conf", config_name="train", version_base="1.3")
-def main(cfg: DictConfig) -> float:
-    """Run one training job in Hydra's output directory; returns the test rsum (of the first test
-    protocol, e.g. test/coco1k/rsum on COCO) for sweepers."""
+def main(cfg: DictConfig) -> float | None:
+    """Run one training job in Hydra's output directory; returns the validation monitor of the best
+    checkpoint (``train.monitor``), which sweepers and tuners optimise: never a test metric."""
     label_run(cfg)
-    try:
-        results = train(cfg, Path(HydraConfig.get().runtime.output_dir))
-    except (ConfigError, DatasetError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
-    except Preempted as stop:
-        print(f"preempted: {stop}", file=sys.stderr)
-        sys.exit(EXIT_PREEMPTED)
-    protocols = cfg.dataset.get("test_protocols")
-    return results[metric_name("test", "rsum", next(iter(protocols)) if protocols else None)]
+    with PreemptionSignals() as signals:  # held until the process leaves: a late second signal is handled too
+        try:
+            return train(cfg, Path(HydraConfig.get().runtime.output_dir), signals).best_monitor
+        except (ConfigError, DatasetError) as error:
+            _fail(error, EXIT_ERROR)
+        except (TrainingDiverged, CollectiveTimeout) as error:
+            _fail(error, 1)
+        except Preempted as stop:
+            signals.restore()  # submitit's own handlers back, for its requeue
+            requeue_through_submitit(stop)
+            if in_submitit_job():
+                raise
+            print(f"preempted: {stop} (exit status {EXIT_PREEMPTED})", file=sys.stderr)
+            sys.exit(EXIT_PREEMPTED)
 
 
 if __name__ == "__main__":
     register_resolvers()
-    sys.argv += follower_overrides()
     main()

@@ -88,8 +88,8 @@ BAD_VALUES = [
     (["dataset=coco", "dataset.root=/nonexistent"], r"dataset\.root=/nonexistent does not exist.*dataset_coco\.json"),
     (["dataset=f30k", "dataset.root=/nonexistent"], r"dataset\.root=/nonexistent.*dataset_flickr30k\.json.*images"),
     (["logger.mode=sometimes"], r"logger\.mode='sometimes'.*online.*offline.*disabled"),
-    (["logger.init_timeout=0"], r"logger\.init_timeout=0 must be > 0"),
-    (["logger.examples.top_k=0"], r"logger\.examples\.top_k=0 must be >= 1"),
+    (["logger.init_timeout=0"], r"logger\.init_timeout=0 must be a finite number > 0 \(seconds"),
+    (["logger.examples.top_k=0"], r"logger\.examples\.top_k=0 must be an integer >= 1"),
     (["logger=none", "logger.backend=tensorboard"], r"logger\.backend='tensorboard'.*none.*wandb"),
 ]
 

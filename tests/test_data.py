@@ -181,8 +181,8 @@ def corrupt_images(root):
 def test_skip_bad_images_drops_missing_and_corrupt_files_with_their_captions(tmp_path, caplog):
     root = make_karpathy_dataset(tmp_path, "f30k", {"train": 5, "val": 2, "test": 2})
     corrupt_images(root)
-    with pytest.raises(DatasetError, match=r"(?s)1 problem\(s\).*00001\.jpg: image file missing"):
-        build_splits(dataset_config(root), seed=0)  # without skipping, a corrupt file is found when it is loaded
+    with pytest.raises(DatasetError, match=r"(?s)2 problem\(s\).*00001\.jpg: image file missing.*00006\.jpg: does not"):
+        build_splits(dataset_config(root), seed=0)  # without skipping, a corrupt train file is found when loaded
     with caplog.at_level(logging.WARNING):
         splits = build_splits(dataset_config(root, "f30k", "dataset.skip_bad_images=true"), seed=0)
     assert "skipped 3 bad image(s) and their captions" in caplog.text and "train 2, val 1" in caplog.text
@@ -192,6 +192,60 @@ def test_skip_bad_images_drops_missing_and_corrupt_files_with_their_captions(tmp
     for split in splits.values():
         for record in split.records:
             split.load_image(record)
+
+
+def add_entry(path, index, split):
+    """Append to the Karpathy JSON at ``path`` a copy of ``images[index]`` listed in ``split``."""
+    edit_json(path, lambda data: data["images"].append({**data["images"][index], "split": split}))
+
+
+def test_an_image_listed_twice_in_a_split_is_named_with_both_entries(tmp_path):
+    root = make_karpathy_dataset(tmp_path, "f30k", {"train": 3, "val": 1, "test": 1})
+    annotations = root / "dataset_flickr30k.json"
+    add_entry(annotations, 1, "train")
+    with pytest.raises(DatasetError, match=r"1 problem\(s\)") as error:
+        build_splits(dataset_config(root), seed=0)
+    assert (f"{root / 'images' / '00001.jpg'}: listed 2 times in the train split (images[1] of {annotations}, "
+            f"images[5] of {annotations}); each image must be listed once") in str(error.value)
+
+
+def test_an_image_in_two_splits_is_reported_as_a_leak_naming_both(tmp_path):
+    root = make_karpathy_dataset(tmp_path, "coco", {"train": 3, "restval": 1, "val": 1, "test": 1})
+    annotations = root / "dataset_coco.json"
+    add_entry(annotations, 3, "test")  # a restval image, which joins train
+    with pytest.raises(DatasetError, match=r"1 problem\(s\)") as error:
+        build_splits(dataset_config(root, "coco"), seed=0)
+    assert (f"{root / 'images' / 'val2014' / '00003.jpg'}: in the train split (images[3] of {annotations}) and the "
+            f"test split (images[6] of {annotations}); the splits must not share images") in str(error.value)
+    assert len(build_splits(dataset_config(root, "coco", "dataset.use_restval=false"), seed=0)["test"]) == 2
+
+
+def test_a_split_the_annotations_list_no_image_for_is_named_with_the_root(tmp_path):
+    root = make_karpathy_dataset(tmp_path, "f30k", {"train": 3, "val": 1})
+    with pytest.raises(DatasetError, match=r"1 problem\(s\)") as error:
+        build_splits(dataset_config(root), seed=0)
+    assert (f"the test split is empty: {root / 'dataset_flickr30k.json'} lists no test image "
+            f"(dataset=f30k, dataset.root={root})") in str(error.value)
+
+
+def test_a_split_emptied_by_skip_bad_images_or_val_images_is_named_with_the_root(tmp_path):
+    root = make_karpathy_dataset(tmp_path, "f30k", {"train": 3, "val": 2, "test": 1})
+    with pytest.raises(DatasetError, match=rf"the val split is empty: dataset.val_images=0 keeps none of its images "
+                       rf"\(dataset=f30k, dataset.root={root}\)"):
+        build_splits(dataset_config(root, "f30k", "dataset.val_images=0"), seed=0)
+    for name in ("00003.jpg", "00004.jpg"):
+        (root / "images" / name).unlink()
+    with pytest.raises(DatasetError, match=r"1 problem\(s\)") as error:
+        build_splits(dataset_config(root, "f30k", "dataset.skip_bad_images=true"), seed=0)
+    assert (f"the val split is empty: dataset.skip_bad_images=true dropped all 2 of its images "
+            f"(dataset=f30k, dataset.root={root})") in str(error.value)
+
+
+def test_shapes_refuses_a_split_of_no_images_naming_the_setting():
+    cfg = compose_config("train", ["dataset=shapes", "dataset.num_val=0", "dataset.num_test=-1"]).dataset
+    with pytest.raises(ValueError, match=r"dataset\.num_val=0 must be an integer >= 1 \(images generated for the val "
+                       r"split\); dataset\.num_test=-1 must be"):
+        build_splits(cfg, seed=0)
 
 
 def test_bad_dataset_settings_are_reported_together_as_a_config_error(tmp_path):

@@ -122,6 +122,33 @@ def test_skip_bad_images_drops_bad_coco_images_in_the_vsepp_layout(tmp_path, cap
     assert len(splits["train"]) == 3 and "skipped 1 bad image(s)" in caplog.text and "train 1" in caplog.text
 
 
+def test_vsepp_images_listed_twice_in_a_split_or_in_two_splits_are_named_with_their_id_groups(tmp_path):
+    root = make_vsepp_coco_dataset(tmp_path, {"train": 2, "val": 1, "test": 2, "restval": 1})
+    annotations = root / "annotations"
+    test_ids = np.load(annotations / "coco_test_ids.npy")
+    np.save(annotations / "coco_test_ids.npy", np.concatenate([test_ids, test_ids[:5]]))
+    dev_ids = np.load(annotations / "coco_dev_ids.npy")
+    np.save(annotations / "coco_dev_ids.npy", np.concatenate([dev_ids, np.load(annotations / "coco_train_ids.npy")[:5]]))
+    with pytest.raises(DatasetError, match=r"2 problem\(s\)") as error:
+        build_splits(coco_config(root), seed=0)
+    message = str(error.value)
+    test_file, dev_file = annotations / "coco_test_ids.npy", annotations / "coco_dev_ids.npy"
+    assert (f"{root / 'images' / 'val2014' / 'COCO_val2014_000000001003.jpg'}: listed 2 times in the test split "
+            f"(index 0-4 of {test_file}, index 10-14 of {test_file}); each image must be listed once") in message
+    assert (f"{root / 'images' / 'train2014' / 'COCO_train2014_000000001000.jpg'}: in the train split (index 0-4 of "
+            f"{annotations / 'coco_train_ids.npy'}) and the val split (index 5-9 of {dev_file}); the splits must not "
+            f"share images") in message
+
+
+def test_an_empty_vsepp_id_file_is_an_empty_split_naming_it_and_the_root(tmp_path):
+    root = make_vsepp_coco_dataset(tmp_path, {"train": 2, "val": 1, "test": 1, "restval": 1})
+    np.save(root / "annotations" / "coco_dev_ids.npy", np.array([], dtype=np.int64))
+    with pytest.raises(DatasetError, match=r"1 problem\(s\)") as error:
+        build_splits(coco_config(root), seed=0)
+    assert (f"the val split is empty: {root / 'annotations' / 'coco_dev_ids.npy'} lists no val image "
+            f"(dataset=coco, dataset.root={root})") in str(error.value)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("layout", ["karpathy", "vsepp"])
 def test_tiny_encoders_train_on_both_coco_layouts(tmp_path, tiny_training_config, layout):
@@ -133,5 +160,5 @@ def test_tiny_encoders_train_on_both_coco_layouts(tmp_path, tiny_training_config
     else:
         root = make_karpathy_dataset(tmp_path / "data", "coco", counts)
     cfg = tiny_training_config("dataset=coco", f"dataset.root={root}", "train.epochs=1")
-    metrics = train(cfg, tmp_path / "run")
+    metrics = train(cfg, tmp_path / "run").test
     assert all(0.0 <= value <= 600.0 for name, value in metrics.items() if name.endswith("rsum"))

@@ -119,7 +119,7 @@ def test_config_rejects_an_unknown_mode_and_the_generated_dataset(tiny_config):
 def test_training_with_device_decoding_runs_every_step(tmp_path, tiny_training_config):
     root = make_karpathy_dataset(tmp_path / "data", "f30k", {"train": 8, "val": 4, "test": 5})
     cfg = tiny_training_config("dataset=f30k", f"dataset.root={root}", "train.epochs=1", "hardware.image_decode=device")
-    metrics = train(cfg, tmp_path / "run")
+    metrics = train(cfg, tmp_path / "run").test
     assert 0.0 <= metrics["test/rsum"] <= 600.0
     steps = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert max(record.get("step", 0) for record in steps) == 5  # 40 pairs at batch 8

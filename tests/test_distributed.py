@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -60,3 +64,69 @@ def test_torchrun_training_writes_one_run_directory(tmp_path):
     logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     steps = [line["step"] for line in logged if "train/loss" in line]
     assert steps == sorted(set(steps)) == list(range(1, 16)), "one writer: each step logged once"
+
+
+def _torchrun_training(run_dir, *extra) -> subprocess.Popen:
+    return subprocess.Popen(
+        [*TORCHRUN, str(ROOT / "train.py"), *TINY_RUN, "hardware=ddp", "hardware.device=cpu",
+         "hardware.num_workers=0", "train.batch_size=4", "train.epochs=3", "train.log_every=1", "logger=none",
+         f"hydra.run.dir={run_dir}", *extra],
+        cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )
+
+
+def _wait_for_step(run_dir, step: int, process: subprocess.Popen, timeout: float = 180) -> None:
+    metrics = run_dir / "metrics.jsonl"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if metrics.is_file() and any(json.loads(line).get("step", 0) >= step
+                                     for line in metrics.read_text().splitlines() if line.endswith("}")):
+            return
+        assert process.poll() is None, process.communicate()[1][-3000:]
+        time.sleep(0.1)
+    raise AssertionError(f"no step {step} within {timeout} s")
+
+
+def _worker_pids(agent: int) -> dict[int, int]:
+    """``{rank: pid}`` of the training processes torchrun's agent started."""
+    pids = {}
+    for child in Path(f"/proc/{agent}/task/{agent}/children").read_text().split():
+        environ = dict(item.split("=", 1) for item in
+                       Path(f"/proc/{child}/environ").read_bytes().decode().split("\0") if "=" in item)
+        if "RANK" in environ:
+            pids[int(environ["RANK"])] = int(child)
+    return pids
+
+
+def test_sigterm_to_torchrun_s_process_group_writes_last_and_every_rank_exits_75(tmp_path):
+    run_dir = tmp_path / "run"
+    agent = _torchrun_training(run_dir)
+    _wait_for_step(run_dir, 3, agent)
+    os.killpg(agent.pid, signal.SIGTERM)  # the agent forwards it too: each worker gets it twice
+    _, stderr = agent.communicate(timeout=120)
+    last = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
+    assert 3 <= last["step"] < 45 and len(last["rng"]) == 2
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    assert json.loads(lines[-1])["train/preempted_at_step"] == last["step"]
+    stopped = re.findall(r"preempted: interrupted by SIGTERM at step (\d+)", stderr)  # one line per rank
+    assert stopped == [str(last["step"])] * 2 and stderr.count("(exit status 75)") == 2, stderr[-3000:]
+
+
+def test_a_stopped_process_fails_the_run_after_dist_timeout_instead_of_blocking_it(tmp_path):
+    run_dir = tmp_path / "run"
+    agent = _torchrun_training(run_dir, "hardware.dist_timeout=10")
+    _wait_for_step(run_dir, 3, agent)
+    workers = _worker_pids(agent.pid)
+    os.kill(workers[1], signal.SIGSTOP)
+    stopped_at = time.monotonic()
+    try:
+        while Path(f"/proc/{workers[0]}").exists() and "zombie" not in Path(f"/proc/{workers[0]}/status").read_text():
+            assert time.monotonic() - stopped_at < 90, "rank 0 still waits for the stopped rank"
+            time.sleep(0.2)
+        waited = time.monotonic() - stopped_at
+    finally:
+        os.kill(workers[1], signal.SIGCONT)
+    _, stderr = agent.communicate(timeout=120)
+    assert agent.returncode != 0
+    assert 9 <= waited < 60, waited
+    assert "error: process 0 of 2 waited longer than hardware.dist_timeout=10 s" in stderr, stderr[-3000:]

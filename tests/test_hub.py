@@ -61,11 +61,13 @@ def test_missing_text_model_and_tokenizer_fail_fast(offline_hub):
         build_tokenizer(cfg)
 
 
+TINY_SWIN = {"img_size": 32, "window_size": 4, "embed_dim": 16, "depths": [1, 1, 1, 1], "num_heads": [1, 2, 4, 8]}
+
+
 def test_local_image_weights_load_and_must_fit(tmp_path):
     from safetensors.torch import save_file
 
-    tiny = {"img_size": 32, "window_size": 4, "embed_dim": 16, "depths": [1, 1, 1, 1], "num_heads": [1, 2, 4, 8]}
-    cfg = _image_cfg(name="swin_base_patch4_window7_224", kwargs=tiny)
+    cfg = _image_cfg(name="swin_base_patch4_window7_224", kwargs=TINY_SWIN)
     source = build_image_encoder(cfg, taps=[4], pretrained=False).backbone
     weights = tmp_path / "swin.safetensors"
     save_file({k: v.contiguous() for k, v in source.state_dict().items()}, weights)
@@ -77,6 +79,44 @@ def test_local_image_weights_load_and_must_fit(tmp_path):
         build_image_encoder(bigger, taps=[4], pretrained=True)
     with pytest.raises(ConfigError, match=r"encoder\.image\.weights=.*nothing\.pth: no such file"):
         build_image_encoder(OmegaConf.merge(cfg, {"weights": str(tmp_path / "nothing.pth")}), taps=[4], pretrained=True)
+
+
+class Stranger:
+    """A class of the test, which a weights-only load refuses to rebuild."""
+
+
+def _half_of_real_safetensors(path):
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.ones(64)}, path)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+UNREADABLE_WEIGHTS = {
+    "empty safetensors": ("swin.safetensors", lambda path: path.write_bytes(b""), "file is empty"),
+    "truncated safetensors": ("swin.safetensors", _half_of_real_safetensors, "not a valid safetensors file (Error"),
+    "text as safetensors": ("swin.safetensors", lambda path: path.write_text("weights\n"), "not a valid safetensors"),
+    "empty pth": ("swin.pth", lambda path: path.write_bytes(b""), "file is empty"),
+    "text as pth": ("swin.pth", lambda path: path.write_text("weights\n"), "truncated or not a torch zip archive"),
+    "python objects in pth": (
+        "swin.pth",
+        lambda path: torch.save({"w": torch.ones(2), "extra": Stranger()}, path),
+        "holds Python objects other than tensors and plain containers",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(UNREADABLE_WEIGHTS))
+def test_unreadable_image_weights_are_one_line_naming_the_file(tmp_path, case):
+    name, write, reason = UNREADABLE_WEIGHTS[case]
+    weights = tmp_path / name
+    write(weights)
+    cfg = _image_cfg(name="swin_base_patch4_window7_224", kwargs=TINY_SWIN, weights=str(weights))
+    with pytest.raises(ConfigError) as error:
+        build_image_encoder(cfg, taps=[4], pretrained=True)
+    message = str(error.value)
+    assert message.startswith(f"cannot read encoder.image.weights={weights}: {reason}"), message
+    assert "\n" not in message and "weights_only" not in message
 
 
 def test_text_encoder_loads_from_a_saved_directory(tmp_path, offline_hub):

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_train_writes_checkpoints_metrics_and_results(tmp_path, tiny_config):
-    metrics = train(tiny_config(), tmp_path)
+    metrics = train(tiny_config(), tmp_path).test
 
     for key in METRIC_KEYS:
         assert f"test/{key}" in metrics and f"test/level3/{key}" in metrics
@@ -90,7 +90,7 @@ def test_tiny_encoders_train_on_karpathy_datasets_on_disk(tmp_path, tiny_trainin
     from conftest import make_karpathy_dataset
 
     root = make_karpathy_dataset(tmp_path / "data", name, {"train": 8, "val": 4, "test": 5})
-    metrics = train(tiny_training_config(f"dataset={name}", f"dataset.root={root}", "train.epochs=1"), tmp_path / "run")
+    metrics = train(tiny_training_config(f"dataset={name}", f"dataset.root={root}", "train.epochs=1"), tmp_path / "run").test
     names = ["test/rsum"] if name == "f30k" else ["test/coco1k/rsum", "test/coco5k/rsum", "test/coco1k/level3/rsum"]
     for metric in names:
         assert 0.0 <= metrics[metric] <= 600.0
@@ -149,3 +149,65 @@ def test_compiled_training_on_a_gpu_matches_eager_training(tmp_path, tiny_config
                             if "train/loss" in line]
     assert len(losses[True]) == 6
     torch.testing.assert_close(torch.tensor(losses[True]), torch.tensor(losses[False]), rtol=1e-3, atol=1e-4)
+
+
+def test_a_non_finite_loss_stops_training_naming_the_step_and_keeps_last(tmp_path, tiny_config, monkeypatch):
+    import hat.engine.loop as loop
+
+    small = ("dataset.num_train=8", "logger=none")  # 5 steps an epoch
+    train(tiny_config("train.epochs=1", *small), tmp_path)
+    real, calls = loop.training_step, []
+
+    def step(*args, **kwargs):
+        calls.append(1)
+        loss = real(*args, **kwargs)
+        return loss * float("nan") if len(calls) == 2 else loss
+
+    monkeypatch.setattr(loop, "training_step", step)
+    with pytest.raises(loop.TrainingDiverged, match=r"loss is nan at step 7 \(epoch 1, batch 2\).*last.pt \(step 5\) is kept"):
+        train(tiny_config("train.epochs=2", "resume=auto", *small), tmp_path)
+    last = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
+    assert last["step"] == 5
+    assert all(torch.isfinite(t).all() for t in last["model"].values() if t.is_floating_point())
+
+
+def test_a_learning_rate_that_diverges_stops_the_run_with_a_clear_error(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import ROOT, TINY_RUN
+
+    result = subprocess.run([sys.executable, "train.py", *TINY_RUN, "optim.lr=1e6", "train.freeze_epochs=0",
+                             "logger=none", f"hydra.run.dir={tmp_path}"], cwd=ROOT, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 1
+    assert "error: the training loss is nan at step" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "results.json").exists()
+
+
+def test_a_train_image_that_breaks_mid_run_is_named_and_last_is_written_at_the_step_reached(tmp_path, tiny_training_config):
+    from conftest import make_karpathy_dataset
+    from hat.data.problems import DatasetError
+
+    root = make_karpathy_dataset(tmp_path / "data", "f30k", {"train": 12, "val": 4, "test": 4})
+    broken = root / "images" / "00011.jpg"  # a train image: only stat'ed at start-up, read when its batch comes
+    broken.write_bytes(broken.read_bytes()[:100])
+    cfg = tiny_training_config("dataset=f30k", f"dataset.root={root}", "train.epochs=1", "hardware.num_workers=1",
+                               "logger=none")
+    with pytest.raises(DatasetError, match=rf"a training image cannot be used: {broken}: .*last.pt holds step \d+.*"
+                                           r"dataset.skip_bad_images=true.*resume=auto"):
+        train(cfg, tmp_path / "run")
+    last = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
+    assert 0 <= last["step"] < 60 and last["epoch"] == 0
+
+
+def test_resuming_from_a_weights_only_checkpoint_says_to_use_init_weights(tmp_path, tiny_config):
+    from hat.config import ConfigError
+    from hat.engine.checkpoint import save_checkpoint
+
+    train(tiny_config("train.max_steps=1", "logger=none"), tmp_path / "a")
+    state = load_checkpoint(tmp_path / "a" / "checkpoints" / "last.pt")
+    weights = tmp_path / "weights.pt"
+    save_checkpoint({key: state[key] for key in ("format", "model", "config")}, weights)
+    with pytest.raises(ConfigError, match=rf"resume={weights}: the checkpoint holds no training state .*init_weights="):
+        train(tiny_config("logger=none", f"resume={weights}"), tmp_path / "b")

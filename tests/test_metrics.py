@@ -177,3 +177,14 @@ def test_recall_curve_matches_recall_at_k():
         assert [curve[k - 1] for k in (1, 5, 10)] == pytest.approx([metrics[f"{name}_r{k}"] for k in (1, 5, 10)])
         assert all(a <= b for a, b in zip(curve, curve[1:]))
     assert recall_curve(torch.tensor([1, 3, 200]), 3) == pytest.approx([100 / 3, 100 / 3, 200 / 3])
+
+
+def test_nan_scores_of_a_diverged_model_never_count_as_hits():
+    assert retrieval_recall(torch.full((20, 100), float("nan")))["rsum"] == 0.0
+    perfect = torch.eye(20).repeat_interleave(5, dim=1)
+    perfect[3] = float("nan")  # one image's scores
+    perfect[:, 50] = float("nan")  # one caption's scores
+    i2t, t2i = retrieval_ranks(perfect)
+    assert i2t[3] > 10 and t2i[50] > 10
+    assert (i2t[torch.arange(20) != 3] == 1).all()
+    assert retrieval_recall(perfect)["i2t_r10"] == pytest.approx(95.0)

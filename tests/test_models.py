@@ -106,6 +106,11 @@ def test_a_tokenizer_without_its_vocabulary_is_an_error(tmp_path):
         build_tokenizer(OmegaConf.create({"name": None, "tokenizer": str(tmp_path)}))
 
 
+def test_a_text_config_naming_no_tokenizer_is_an_error():
+    with pytest.raises(ConfigError, match=r"encoder\.text\.tokenizer and encoder\.text\.name are both null"):
+        build_tokenizer(OmegaConf.create({"name": None, "tokenizer": None}))
+
+
 def test_declared_text_depth_must_match_the_model():
     from conftest import compose_config
 

@@ -1,8 +1,14 @@
-"""SIGTERM/SIGUSR1 stop a run at a step boundary with `last` written and exit status 75; resume=auto finishes it."""
+"""Stop signals end a run at a safe point with `last` written and exit status 75; resume=auto finishes it.
+
+In-process tests raise the signal from inside the run at a chosen moment (a training step, the
+validation, the test); the subprocess tests signal a real `train.py` from outside, with loader
+workers, as a terminal, `timeout` or a scheduler would.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -11,18 +17,144 @@ import time
 import pytest
 import torch
 
+import hat.engine.loop as loop
 from conftest import ROOT, TINY_RUN
 from hat.engine.checkpoint import load_checkpoint
-from hat.engine.preemption import EXIT_PREEMPTED, PreemptionSignals
+from hat.engine.preemption import (
+    EXIT_PREEMPTED,
+    Preempted,
+    PreemptionSignals,
+    StopRequested,
+    requeue_signal,
+    stop_signals,
+)
 
-pytestmark = pytest.mark.slow
-RUN = [*TINY_RUN, "train.epochs=3", "train.log_every=1"]
+STOP_SIGNALS = [signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2]
+RUN = [*TINY_RUN, "train.epochs=3", "train.log_every=1", "logger=none"]
+
+
+def _signal_at_step(monkeypatch, signum, at_step: int, times: int = 1) -> None:
+    """Make the training step raise ``signum`` (``times`` times) in the middle of step ``at_step``."""
+    real, calls = loop.training_step, []
+
+    def step(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == at_step:
+            for _ in range(times):
+                signal.raise_signal(signum)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "training_step", step)
+
+
+def _signal_while_scoring(monkeypatch, signum, split: str) -> None:
+    """Make the first scoring of ``split`` (val or test) receive ``signum`` halfway."""
+    real, sent = loop.score_split, []
+
+    def score(model, data, *args, **kwargs):
+        if data.name == split and not sent:
+            sent.append(1)
+            signal.raise_signal(signum)
+        return real(model, data, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "score_split", score)
+
+
+@pytest.mark.parametrize("signum", STOP_SIGNALS, ids=[s.name for s in STOP_SIGNALS])
+def test_each_stop_signal_finishes_the_step_and_writes_last(tmp_path, tiny_config, monkeypatch, signum):
+    _signal_at_step(monkeypatch, signum, at_step=3)
+    with pytest.raises(Preempted, match=f"interrupted by {signum.name} at step 3"):
+        loop.train(tiny_config("train.epochs=1", "logger=none"), tmp_path)
+    last = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
+    assert (last["epoch"], last["batch"], last["step"]) == (0, 3, 3)
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert json.loads(lines[-1])["train/preempted_at_step"] == 3
+    assert not (tmp_path / "results.json").exists()
+
+
+def test_a_second_signal_while_stopping_still_ends_with_last_written(tmp_path, tiny_config, monkeypatch):
+    _signal_at_step(monkeypatch, signal.SIGTERM, at_step=2, times=2)
+    real_save, during_save = loop.save_checkpoint, []
+
+    def save(state, path):
+        during_save.append(path.name)
+        signal.raise_signal(signal.SIGINT)  # a third one, in the middle of writing `last`
+        real_save(state, path)
+
+    monkeypatch.setattr(loop, "save_checkpoint", save)
+    with pytest.raises(Preempted, match="SIGTERM at step 2"):
+        loop.train(tiny_config("train.epochs=1", "logger=none"), tmp_path)
+    assert during_save == ["last.pt"]
+    assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["step"] == 2
+
+
+def test_a_signal_during_validation_stops_it_and_the_resumed_run_validates_first(tmp_path, tiny_config, monkeypatch):
+    straight = tmp_path / "straight"
+    loop.train(tiny_config("train.epochs=2", "logger=none"), straight)
+
+    stopped = tmp_path / "stopped"
+    with monkeypatch.context() as patch:
+        _signal_while_scoring(patch, signal.SIGTERM, "val")
+        with pytest.raises(Preempted, match="at step 15"):
+            loop.train(tiny_config("train.epochs=2", "logger=none"), stopped)
+    mid = load_checkpoint(stopped / "checkpoints" / "last.pt")
+    assert (mid["epoch"], mid["batch"], mid["step"], mid["validated_step"]) == (1, 0, 15, 0)
+    assert not (stopped / "checkpoints" / "best.pt").exists()
+
+    loop.train(tiny_config("train.epochs=2", "logger=none", "resume=auto"), stopped)
+    a = load_checkpoint(straight / "checkpoints" / "last.pt")
+    b = load_checkpoint(stopped / "checkpoints" / "last.pt")
+    assert (a["best_epoch"], a["best_metric"]) == (b["best_epoch"], b["best_metric"])
+    for name, tensor in a["model"].items():
+        assert torch.equal(tensor, b["model"][name]), name
+    validated = [json.loads(line)["step"] for line in (stopped / "metrics.jsonl").read_text().splitlines()
+                 if "val/rsum" in line]
+    assert validated == [15, 30], "the interrupted validation ran once, on resume, before training went on"
+
+
+def test_a_signal_during_the_final_test_stops_it_and_resume_only_tests(tmp_path, tiny_config, monkeypatch, caplog):
+    with monkeypatch.context() as patch:
+        _signal_while_scoring(patch, signal.SIGUSR2, "test")
+        with pytest.raises(Preempted, match="SIGUSR2 at step 15"):
+            loop.train(tiny_config("train.epochs=1", "logger=none"), tmp_path)
+    assert not (tmp_path / "results.json").exists()
+    done = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
+
+    outcome = loop.train(tiny_config("train.epochs=1", "logger=none", "resume=auto"), tmp_path)
+    assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["step"] == done["step"] == 15
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["metrics"] == pytest.approx(outcome.test)
+    assert outcome.best_monitor == done["best_metric"]
+
+
+def test_interruptible_blocks_stop_at_once_and_handlers_are_restored():
+    before = signal.getsignal(signal.SIGTERM)
+    with PreemptionSignals() as signals:
+        assert signal.getsignal(signal.SIGTERM) != before
+        with pytest.raises(StopRequested), signals.interruptible():
+            signal.raise_signal(signal.SIGUSR1)
+            pytest.fail("the signal should have ended the block")
+        assert signals.requested == "SIGUSR1"
+        with pytest.raises(StopRequested), signals.interruptible():
+            pass  # a stop already requested ends the next block before it starts
+    assert signal.getsignal(signal.SIGTERM) == before
+
+
+def test_submitit_preemption_signal_is_read_from_its_environment_variable(monkeypatch):
+    monkeypatch.delenv("SUBMITIT_PREEMPT_SIGNAL", raising=False)
+    assert requeue_signal() == signal.SIGUSR2
+    monkeypatch.setenv("SUBMITIT_PREEMPT_SIGNAL", "HUP")
+    assert requeue_signal() == signal.SIGHUP and signal.SIGHUP in stop_signals()
+    monkeypatch.setenv("SUBMITIT_PREEMPT_SIGNAL", "NOPE")
+    with pytest.raises(ValueError, match="SUBMITIT_PREEMPT_SIGNAL='NOPE' is not a signal name"):
+        stop_signals()
 
 
 def _train(run_dir, *extra) -> subprocess.Popen:
+    """``train.py`` as the leader of its own process group (like a job under a shell or a scheduler)."""
     return subprocess.Popen(
         [sys.executable, "train.py", *RUN, *extra, f"hydra.run.dir={run_dir}"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
     )
 
 
@@ -30,7 +162,7 @@ def _wait_for_step(metrics, step: int, process: subprocess.Popen, timeout: float
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if metrics.is_file() and any(
-            json.loads(line).get("step", 0) >= step for line in metrics.read_text().splitlines() if line
+            json.loads(line).get("step", 0) >= step for line in metrics.read_text().splitlines() if line.endswith("}")
         ):
             return
         assert process.poll() is None, process.communicate()[1][-3000:]
@@ -38,23 +170,28 @@ def _wait_for_step(metrics, step: int, process: subprocess.Popen, timeout: float
     raise AssertionError(f"no step {step} within {timeout} s")
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1], ids=["SIGTERM", "SIGUSR1"])
-def test_signal_stops_mid_epoch_with_status_75_and_resume_matches_an_uninterrupted_run(tmp_path, signum):
-    straight = _train(tmp_path / "straight")
+@pytest.mark.slow
+def test_sigterm_to_the_process_group_with_loader_workers_writes_last_and_resumes_identically(tmp_path):
+    """`kill -- -PGID` (GNU timeout, a terminal, torchrun's agent) reaches the loader workers too:
+    they ignore it, the run finishes its step, writes `last` and exits 75, also when signalled twice."""
+    workers = "hardware.num_workers=2"
+    straight = _train(tmp_path / "straight", workers)
     interrupted_dir = tmp_path / "interrupted"
-    interrupted = _train(interrupted_dir)
+    interrupted = _train(interrupted_dir, workers)
     _wait_for_step(interrupted_dir / "metrics.jsonl", 3, interrupted)
-    interrupted.send_signal(signum)
+    os.killpg(interrupted.pid, signal.SIGTERM)
+    time.sleep(0.2)
+    os.killpg(interrupted.pid, signal.SIGTERM)
     _, stderr = interrupted.communicate(timeout=120)
     assert interrupted.returncode == EXIT_PREEMPTED, stderr[-3000:]
-    assert f"interrupted by {signal.Signals(signum).name}" in stderr
+    assert "interrupted by SIGTERM" in stderr and "killed by signal" not in stderr
 
     stopped = load_checkpoint(interrupted_dir / "checkpoints" / "last.pt")
-    assert 0 < stopped["batch"] < 15, "the checkpoint should sit inside an epoch"
+    assert 3 <= stopped["step"] and 0 < stopped["batch"] < 15, "the checkpoint should sit inside an epoch"
     lines = (interrupted_dir / "metrics.jsonl").read_text().splitlines()
     assert json.loads(lines[-1])["train/preempted_at_step"] == stopped["step"]
 
-    resumed = _train(interrupted_dir, "resume=auto")
+    resumed = _train(interrupted_dir, workers, "resume=auto")
     assert resumed.wait(timeout=300) == 0, resumed.communicate()[1][-3000:]
     assert straight.wait(timeout=300) == 0, straight.communicate()[1][-3000:]
     a = load_checkpoint(tmp_path / "straight" / "checkpoints" / "last.pt")
@@ -62,12 +199,3 @@ def test_signal_stops_mid_epoch_with_status_75_and_resume_matches_an_uninterrupt
     assert a["step"] == b["step"] == 45
     for name, tensor in a["model"].items():
         assert torch.equal(tensor, b["model"][name]), name
-
-
-def test_handlers_are_restored_after_the_run():
-    before = signal.getsignal(signal.SIGTERM)
-    with PreemptionSignals() as signals:
-        assert signal.getsignal(signal.SIGTERM) != before
-        signal.raise_signal(signal.SIGTERM)
-        assert signals.requested == "SIGTERM"
-    assert signal.getsignal(signal.SIGTERM) == before

@@ -6,16 +6,18 @@ The library reads configs by attribute (``cfg.train.batch_size``) and ``.get``; 
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
 from hat.alignment import DIRECTIONS
 from hat.data.build import check_dataset_root
 from hat.data.device_decode import IMAGE_DECODE
+from hat.data.shapes import MAX_CAPTIONS_PER_IMAGE
 from hat.engine.runtime import COMPILE_MODES, DEVICES, PRECISIONS
 from hat.losses import LOSSES
 from hat.metrics import METRIC_KEYS, RANK_KEYS
-from hat.models.levels import IMAGE_FAMILIES, check_levels, default_image_levels
+from hat.models.levels import IMAGE_FAMILIES, default_image_levels
 from hat.tracking import LOGGERS
 from hat.wandb_tracker import MODES, normalise_mode
 
@@ -31,20 +33,104 @@ class ConfigError(ValueError):
     """A config value that cannot work; the message names the field, the value and what is allowed."""
 
 
+def require_int(field: str, value, minimum: int, *, maximum: int | None = None, why: str = "",
+                optional: bool = False) -> int | None:
+    """``value`` if it is an integer in ``minimum..maximum`` (not a bool, not a float; ``None`` when
+    ``optional``), else a :class:`ConfigError` naming ``field``, the value, what is allowed and ``why``."""
+    if optional and value is None:
+        return None
+    if not (_is_int(value) and _in_range(value, minimum, False, maximum)):
+        raise ConfigError(_allowed(field, value, f"an integer {_bounds(minimum, False, maximum)}", why, optional))
+    return value
+
+
+def require_number(field: str, value, minimum: float, *, exclusive: bool = False, maximum: float | None = None,
+                   why: str = "", optional: bool = False) -> float | None:
+    """``value`` if it is a finite int or float >= ``minimum`` (> with ``exclusive``) and <= ``maximum``
+    (not a bool; ``None`` when ``optional``), else a :class:`ConfigError` naming ``field``."""
+    if optional and value is None:
+        return None
+    number = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+    if not (number and _in_range(value, minimum, exclusive, maximum)):
+        allowed = f"a finite number {_bounds(minimum, exclusive, maximum)}"
+        raise ConfigError(_allowed(field, value, allowed, why, optional))
+    return value
+
+
+def require_int_list(field: str, value, minimum: int = 1, *, maximum: int | None = None, what: str = "",
+                     optional: bool = False) -> list[int] | None:
+    """``value`` as a plain list if it is a non-empty list of distinct integers in ``minimum..maximum``
+    (``None`` when ``optional``), else a :class:`ConfigError` naming ``field``; ``what`` says what
+    ``maximum`` counts."""
+    if optional and value is None:
+        return None
+    items = to_plain(value)
+    if not (isinstance(items, list) and items):
+        allowed = f"a non-empty list of distinct integers {_bounds(minimum, False, maximum)}"
+        raise ConfigError(_allowed(field, items, allowed, what, optional))
+    for item in items:
+        if not (_is_int(item) and _in_range(item, minimum, False, maximum)):
+            where = f"not an integer >= {minimum}" if maximum is None else f"outside {minimum}..{maximum}"
+            raise ConfigError(f"{field}={_show(items)}: {_show(item)} is {where}" + (f", the {what}" if what else ""))
+    if len(set(items)) != len(items):
+        raise ConfigError(f"{field}={_show(items)} must be distinct")
+    return items
+
+
+def _is_int(value) -> bool:
+    """An int that is not a bool (``True`` is an ``int`` in Python, but ``train.epochs=true`` is no count)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _in_range(value, minimum, exclusive: bool, maximum) -> bool:
+    """``value`` >= ``minimum`` (> with ``exclusive``) and <= ``maximum`` (when not None)."""
+    above = value > minimum if exclusive else value >= minimum
+    return above and (maximum is None or value <= maximum)
+
+
+def _bounds(minimum, exclusive: bool, maximum) -> str:
+    """The range :func:`_in_range` allows, as a message writes it: ``>= 1``, ``> 0 and <= 1``."""
+    return f"{'>' if exclusive else '>='} {minimum}" + ("" if maximum is None else f" and <= {maximum}")
+
+
+def _allowed(field: str, value, allowed: str, why: str, optional: bool) -> str:
+    """The message ``FIELD=VALUE must be ALLOWED[ or null][ (WHY)]``."""
+    return f"{field}={_show(value)} must be {allowed}" + (" or null" if optional else "") + (f" ({why})" if why else "")
+
+
+def _show(value) -> str:
+    """``value`` as the command line writes it: null, true/false, [1, 2], and 'text', numbers as Python prints them."""
+    value = to_plain(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(map(_show, value)) + "]"
+    if value is None or isinstance(value, bool):
+        return {None: "null", True: "true", False: "false"}[value]
+    return repr(value)
+
+
 def validate_train_config(cfg) -> None:
     """Every check a training run needs before it builds anything."""
     try:
+        require_int("seed", cfg.seed, 0)
         validate_model_config(cfg)
         _check_loss(cfg.loss)
         _check_train(cfg)
+        validate_eval_config(cfg)
         _check_hardware(cfg.hardware)
         _check_image_decode(cfg)
         _check_logger(cfg.logger)
         _check_resume(cfg.get("resume"))
         _check_init_weights(cfg.get("init_weights"))
+        _check_dataset_sizes(cfg.dataset)
         check_dataset_root(cfg.dataset)
     except (ValueError, FileNotFoundError) as error:
         raise ConfigError(str(error)) from error
+
+
+def validate_eval_config(cfg) -> None:
+    """Checks of ``eval`` (of evaluate.py's config, or of a training config): the batch size and the fused levels."""
+    require_int("eval.batch_size", cfg.eval.batch_size, 1, why="images or captions encoded at once")
+    require_int_list("eval.levels", cfg.eval.get("levels"), 1, optional=True)
 
 
 def validate_model_config(cfg) -> None:
@@ -57,53 +143,71 @@ def validate_model_config(cfg) -> None:
             f"encoder.pretrained=true but encoder.text.name is null (encoder={cfg.encoder.name}): "
             f"these encoders exist only with random weights; set encoder.pretrained=false"
         )
-    check_levels("alignment.levels", list(align.levels), text.num_layers, f"{text.num_layers} layers of the text encoder")
-    image_levels = align.get("image_levels")
+    _check_encoder_sizes(cfg.encoder)
+    levels = _require_levels("alignment.levels", align.levels, text.num_layers, "layers of the text encoder")
+    image_levels = _require_levels(
+        "alignment.image_levels", align.get("image_levels"), image.depth, "taps of the image encoder", optional=True
+    )
     if image_levels is None:
-        image_levels = default_image_levels(list(align.levels), image.family, image.depth, text.num_layers)
-    else:
-        check_levels("alignment.image_levels", list(image_levels), image.depth, f"{image.depth} taps of the image encoder")
-        if len(image_levels) != len(align.levels):
-            raise ConfigError(
-                f"alignment.image_levels={list(image_levels)} has {len(image_levels)} levels but "
-                f"alignment.levels={list(align.levels)} has {len(align.levels)}; they must pair one to one"
-            )
+        default_image_levels(levels, image.family, image.depth, text.num_layers)  # raises if they cannot pair
+    elif len(image_levels) != len(levels):
+        raise ConfigError(
+            f"alignment.image_levels={image_levels} has {len(image_levels)} levels but "
+            f"alignment.levels={levels} has {len(levels)}; they must pair one to one"
+        )
     if align.direction not in DIRECTIONS:
         raise ConfigError(f"alignment.direction={align.direction!r} is not one of {DIRECTIONS}")
-    if not align.smooth > 0:
-        raise ConfigError(f"alignment.smooth={align.smooth} must be > 0 (HAT uses 9.0)")
-    if align.block_elements is not None and not align.block_elements >= 1:
-        raise ConfigError(f"alignment.block_elements={align.block_elements} must be >= 1 or null")
+    require_number("alignment.smooth", align.smooth, 0, exclusive=True, why="HAT uses 9.0")
+    require_int("alignment.block_elements", align.block_elements, 1, optional=True)
+
+
+def _check_encoder_sizes(cfg) -> None:
+    """The sizes of ``encoder``: the embedding width, the image side, the caption length and the depths."""
+    require_int("encoder.embed_dim", cfg.embed_dim, 1)
+    require_int("encoder.image.image_size", cfg.image.image_size, 1, why="pixels, the side of the square input")
+    require_int("encoder.image.depth", cfg.image.depth, 1, why="stages or layers of the image encoder")
+    require_int("encoder.text.max_length", cfg.text.max_length, 1, why="tokens per caption")
+    require_int("encoder.text.num_layers", cfg.text.num_layers, 1, why="layers of the text encoder")
+
+
+def _require_levels(field: str, value, depth: int, what: str, optional: bool = False) -> list[int] | None:
+    """``alignment.levels`` or ``alignment.image_levels``: distinct, ascending taps in ``1..depth``, the ``depth``
+    ``what`` (e.g. "layers of the text encoder")."""
+    levels = require_int_list(field, value, 1, maximum=depth, what=f"{depth} {what}", optional=optional)
+    if levels is not None and levels != sorted(levels):
+        raise ConfigError(f"{field}={levels} must be ascending")
+    return levels
 
 
 def _check_loss(cfg) -> None:
     if cfg.name not in LOSSES:
         raise ConfigError(f"loss.name={cfg.name!r} is not one of {LOSSES}")
-    if cfg.name.startswith("hinge") and not cfg.margin >= 0:
-        raise ConfigError(f"loss.margin={cfg.margin} must be >= 0 (HAT uses 0.2)")
-    if not cfg.get("warmup_epochs", 0) >= 0:
-        raise ConfigError(f"loss.warmup_epochs={cfg.warmup_epochs} must be >= 0")
-    if cfg.name == "infonce" and not cfg.temperature > 0:
-        raise ConfigError(f"loss.temperature={cfg.temperature} must be > 0")
+    if cfg.name.startswith("hinge"):
+        require_number("loss.margin", cfg.margin, 0, why="HAT uses 0.2")
+    require_int("loss.warmup_epochs", cfg.get("warmup_epochs", 0), 0, why="epochs summing all negatives first")
+    if cfg.name == "infonce":
+        require_number("loss.temperature", cfg.temperature, 0, exclusive=True)
 
 
 def _check_train(cfg) -> None:
     train = cfg.train
-    if not train.batch_size >= 2:
-        raise ConfigError(f"train.batch_size={train.batch_size} must be >= 2: the loss needs negatives in the batch")
-    if not (isinstance(train.get("accumulate", 1), int) and train.get("accumulate", 1) >= 1):
-        raise ConfigError(
-            f"train.accumulate={train.accumulate} must be an integer >= 1 (GradCache chunks of train.batch_size)"
-        )
-    if not train.epochs >= 1:
-        raise ConfigError(f"train.epochs={train.epochs} must be >= 1")
-    if train.max_steps is not None and not train.max_steps >= 1:
-        raise ConfigError(f"train.max_steps={train.max_steps} must be >= 1 or null")
-    if not train.freeze_epochs >= 0:
-        raise ConfigError(f"train.freeze_epochs={train.freeze_epochs} must be >= 0")
-    if not cfg.optim.lr > 0:
-        raise ConfigError(f"optim.lr={cfg.optim.lr} must be > 0")
+    require_int("train.batch_size", train.batch_size, 2, why="the loss needs negatives in the batch")
+    require_int("train.accumulate", train.get("accumulate", 1), 1, why="GradCache chunks of train.batch_size")
+    require_int("train.epochs", train.epochs, 1)
+    require_int("train.max_steps", train.max_steps, 1, optional=True)
+    require_int("train.freeze_epochs", train.freeze_epochs, 0)
+    require_int("train.log_every", train.log_every, 1, why="optimizer steps between train/* metrics")
+    _check_optim(cfg.optim)
     monitor_terms(train.monitor, len(cfg.alignment.levels))
+
+
+def _check_optim(cfg) -> None:
+    """The optimizer and its step schedule: Adam's rate and weight decay, StepLR's period and factor, clipping."""
+    require_number("optim.lr", cfg.lr, 0, exclusive=True)
+    require_number("optim.weight_decay", cfg.weight_decay, 0)
+    require_int("optim.step_size", cfg.step_size, 1, why="epochs between learning-rate decays")
+    require_number("optim.gamma", cfg.gamma, 0, exclusive=True, why="the factor of each learning-rate decay")
+    require_number("optim.grad_clip", cfg.grad_clip, 0, exclusive=True, why="max gradient norm", optional=True)
 
 
 def monitor_terms(monitor: str, num_levels: int) -> tuple[list[str], bool]:
@@ -135,8 +239,9 @@ def _check_hardware(cfg) -> None:
 
         if not torch.cuda.is_available():
             raise ConfigError("hardware.device=cuda but no CUDA GPU is available; use hardware=auto or hardware=cpu")
-    if not cfg.num_workers >= 0:
-        raise ConfigError(f"hardware.num_workers={cfg.num_workers} must be >= 0")
+    require_int("hardware.num_workers", cfg.num_workers, 0, why="data-loading processes; 0 loads in the main process")
+    require_number("hardware.dist_timeout", cfg.get("dist_timeout", 1800), 0, exclusive=True,
+                   why="seconds a collective waits for a stopped process")
     if cfg.get("compile_mode", "default") not in COMPILE_MODES:
         raise ConfigError(f"hardware.compile_mode={cfg.compile_mode!r} is not one of {COMPILE_MODES}")
     if cfg.get("image_decode", "cpu") not in IMAGE_DECODE:
@@ -163,12 +268,38 @@ def _check_logger(cfg) -> None:
         normalise_mode(os.environ["WANDB_MODE"], "WANDB_MODE")
     if not cfg.project:
         raise ConfigError("logger.project is empty: W&B needs a project name")
-    if cfg.init_timeout <= 0:
-        raise ConfigError(f"logger.init_timeout={cfg.init_timeout} must be > 0 seconds")
-    examples = cfg.examples
+    require_number("logger.init_timeout", cfg.init_timeout, 0, exclusive=True, why="seconds to reach the server")
     for key, minimum in (("queries", 0), ("top_k", 1), ("thumbnail", 8), ("curve_max_k", 1)):
-        if examples[key] < minimum:
-            raise ConfigError(f"logger.examples.{key}={examples[key]} must be >= {minimum}")
+        require_int(f"logger.examples.{key}", cfg.examples[key], minimum)
+
+
+def _check_dataset_sizes(cfg) -> None:
+    """The counts and sizes of ``dataset``: captions per image, the generated splits, the validation
+    subset, the test folds and the training crops' area range."""
+    if cfg.name == "shapes":
+        require_int("dataset.captions_per_image", cfg.captions_per_image, 1, maximum=MAX_CAPTIONS_PER_IMAGE,
+                    why=f"shapes writes at most {MAX_CAPTIONS_PER_IMAGE} distinct captions per image")
+        for key in ("num_train", "num_val", "num_test"):
+            require_int(f"dataset.{key}", cfg[key], 1, why="images generated for the split")
+        require_int("dataset.render_size", cfg.render_size, 1, why="pixels the images are drawn at")
+    require_int("dataset.val_images", cfg.get("val_images"), 1, why="the first N validation images", optional=True)
+    protocols = to_plain(cfg.get("test_protocols"))
+    if protocols is not None and not isinstance(protocols, dict):
+        raise ConfigError(f"dataset.test_protocols={_show(protocols)} must be null or a mapping NAME: FOLDS")
+    for name, folds in (protocols or {}).items():
+        require_int(f"dataset.test_protocols.{name}", folds, 1, why="equal folds of the test images")
+    _check_crop_scale(cfg.train_crop_scale)
+
+
+def _check_crop_scale(value) -> None:
+    """``dataset.train_crop_scale``: [MIN, MAX] fractions of the image area a training crop covers."""
+    scale = to_plain(value)
+    if not (isinstance(scale, list) and len(scale) == 2):
+        raise ConfigError(f"dataset.train_crop_scale={_show(scale)} must be [MIN, MAX] (fractions of the image area)")
+    low, high = (require_number(f"dataset.train_crop_scale[{k}]", bound, 0, exclusive=True, maximum=1)
+                 for k, bound in enumerate(scale))
+    if low > high:
+        raise ConfigError(f"dataset.train_crop_scale={scale} must be [MIN, MAX] with MIN <= MAX")
 
 
 def _check_init_weights(path) -> None:

@@ -27,6 +27,7 @@ def retrieval_recall(sims: torch.Tensor, captions_per_image: int = 5) -> dict[st
         follows SCAN/VSE++ (``floor(median of 0-based ranks) + 1``);
         ties count against the query (an item scoring equal to the positive ranks above it), so
         a model that scores everything alike gets chance-level or worse recall, never 100%.
+        A NaN score (a diverged model) counts as the lowest possible score, so it never earns a hit.
     """
     i2t_rank, t2i_rank = retrieval_ranks(sims, captions_per_image)
     metrics = {}
@@ -50,7 +51,7 @@ def retrieval_ranks(sims: torch.Tensor, captions_per_image: int = 5) -> tuple[to
             f"sims must be (N, {captions_per_image} * N) with caption c belonging to image "
             f"c // {captions_per_image}; got {tuple(sims.shape)}"
         )
-    sims = sims.float()
+    sims = sims.float().nan_to_num(nan=-torch.inf)  # NaN compares false: it would rank above everything
     owner = torch.arange(num_captions, device=sims.device) // captions_per_image
 
     # i2t: the rank of the best-ranked of each image's own captions among the other captions.

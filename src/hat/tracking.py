@@ -10,6 +10,7 @@ from typing import Protocol
 
 import torch
 
+from hat.atomic import atomic_write
 from hat.data.records import CaptionedImages
 
 
@@ -59,11 +60,17 @@ class NullTracker:
 
 class JsonlTracker(NullTracker):
     """Appends one JSON line per :meth:`log_metrics` call to ``<run dir>/metrics.jsonl``; the run
-    directory already holds the config (``.hydra/``), the final numbers and files (``results.json``)."""
+    directory already holds the config (``.hydra/``), the final numbers and files (``results.json``).
 
-    def __init__(self, path: Path) -> None:
+    Lines past ``keep_until_step`` (the step a run starts or resumes at) are dropped first: they
+    were logged by an earlier attempt after its last checkpoint, and the resumed run logs those
+    steps again.
+    """
+
+    def __init__(self, path: Path, keep_until_step: int = 0) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
+        _drop_lines_after(path, keep_until_step)
         self._handle = path.open("a", encoding="utf-8")
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
@@ -73,6 +80,24 @@ class JsonlTracker(NullTracker):
 
     def finish(self, exit_code: int = 0) -> None:
         self._handle.close()
+
+
+def _drop_lines_after(path: Path, step: int) -> None:
+    """Rewrite ``path`` (atomically) without the lines whose ``step`` is past ``step``, or that a
+    killed writer left unfinished."""
+    if not path.is_file():
+        return
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    kept = [line for line in lines if (logged := _step_of(line)) is not None and logged <= step]
+    if len(kept) != len(lines):
+        atomic_write(path, lambda handle: handle.write("".join(kept).encode("utf-8")))
+
+
+def _step_of(line: str) -> int | None:
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 class MultiTracker:
@@ -109,13 +134,13 @@ class MultiTracker:
 LOGGERS = ("none", "wandb")  # values of logger.backend
 
 
-def build_tracker(cfg, run_dir: Path, config: dict, resume_id: str | None = None) -> Tracker:
+def build_tracker(cfg, run_dir: Path, config: dict, resume_id: str | None = None, start_step: int = 0) -> Tracker:
     """Local ``metrics.jsonl`` always, plus W&B for ``logger.backend=wandb``.
 
     ``config`` is the resolved run config (a plain dict) the W&B run records; ``resume_id`` the W&B
-    run a resumed training continues.
+    run a resumed training continues; ``start_step`` the step it starts or resumes at.
     """
-    trackers: list[Tracker] = [JsonlTracker(run_dir / "metrics.jsonl")]
+    trackers: list[Tracker] = [JsonlTracker(run_dir / "metrics.jsonl", start_step)]
     if cfg.backend == "wandb":
         from hat.wandb_tracker import WandbTracker  # wandb is slow to import: only when used
 

@@ -105,7 +105,11 @@ class WandbTracker:
         import wandb
 
         directory = Path(settings.get("dir") or os.environ.get("WANDB_DIR") or run_dir)
-        directory.mkdir(parents=True, exist_ok=True)
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            log.warning("W&B cannot use the folder %s (%s): the run keeps only its local files", directory, error)
+            return
         arguments = dict(
             project=settings.project,
             entity=settings.get("entity"),

@@ -13,7 +13,7 @@ from pathlib import Path
 from hat.data import karpathy, vsepp
 from hat.data.images import check_image_files
 from hat.data.problems import DatasetError
-from hat.data.records import CaptionedImages, load_image_file
+from hat.data.records import SPLIT_NAMES, CaptionedImages, duplicate_images, load_image_file
 from hat.data.shapes import build_shapes_splits
 from hat.data.text import BAD_TEXT_MODES
 
@@ -109,12 +109,15 @@ def _required_files(cfg, layout: str) -> list[str]:
 
 
 def build_splits(cfg, seed: int) -> dict[str, CaptionedImages]:
-    """``{"train", "val", "test"}`` splits; ``val`` keeps the first ``dataset.val_images`` images.
+    """``{"train", "val", "test"}`` splits, none empty; ``val`` keeps the first ``dataset.val_images`` images.
 
-    A dataset on disk is checked whole first (:func:`read_dataset_on_disk`).
+    A dataset on disk is checked whole first (:func:`read_dataset_on_disk`). Raises ``ValueError``
+    naming ``dataset.num_train``/``num_val``/``num_test`` when a generated split would have no
+    images, and :class:`DatasetError` when ``dataset.val_images`` keeps no val image.
     """
     check_dataset_root(cfg)
     if cfg.name == "shapes":
+        _check_shapes_sizes(cfg)
         splits = build_shapes_splits(
             seed=seed,
             num_train=cfg.num_train,
@@ -126,14 +129,37 @@ def build_splits(cfg, seed: int) -> dict[str, CaptionedImages]:
     else:
         splits = read_dataset_on_disk(cfg)
     splits["val"] = splits["val"].subset(cfg.get("val_images"))
+    if len(splits["val"]) == 0:
+        val_images = cfg.get("val_images")
+        raise DatasetError([_empty_split(cfg, "val", f"dataset.val_images={val_images} keeps none of its images")])
     return splits
+
+
+def _check_shapes_sizes(cfg) -> None:
+    """Raise ``ValueError`` naming each of ``dataset.num_train``/``num_val``/``num_test`` that is not an integer >= 1."""
+    problems = [
+        f"dataset.num_{split}={cfg[f'num_{split}']!r} must be an integer >= 1 (images generated for the {split} split)"
+        for split in SPLIT_NAMES
+        if not _is_count(cfg[f"num_{split}"])
+    ]
+    if problems:
+        raise ValueError("; ".join(problems))
+
+
+def _is_count(value) -> bool:
+    """An integer >= 1 (not a bool: ``True`` is an ``int`` in Python but no count)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
 def read_dataset_on_disk(cfg) -> dict[str, CaptionedImages]:
     """Read and check the annotations and image files of ``dataset.root``, in its layout.
 
     Raises :class:`DatasetError` listing every problem found: unreadable files, bad entries or
-    captions, and (unless ``dataset.skip_bad_images``, which drops them) missing image files.
+    captions, image files listed twice (:func:`~hat.data.records.duplicate_images`), and (unless
+    ``dataset.skip_bad_images``, which drops them) bad image files
+    (:func:`~hat.data.images.check_image_files`). A split with no images is a problem too, naming
+    the split, the annotation file(s) and the root: one the annotations list no image for (when
+    they have no other problem), or one that ``skip_bad_images`` emptied.
     """
     root, layout = dataset_root(cfg), resolve_layout(cfg)
     log.info("dataset %s: reading %s in the %s layout", cfg.name, root, layout)
@@ -145,13 +171,41 @@ def read_dataset_on_disk(cfg) -> dict[str, CaptionedImages]:
         )
     else:
         records, problems = vsepp.read_vsepp_records(root, cfg.captions_per_image, use_restval, on_bad_text)
+    if not problems:  # entries with problems are left out: a split they emptied would be one more line, saying nothing
+        problems = [
+            _empty_split(cfg, split, f"{_split_source(cfg, layout, split)} lists no {split} image")
+            for split, split_records in records.items()
+            if not split_records
+        ]
+    problems += duplicate_images(records)
     skip_bad_images = cfg.get("skip_bad_images", False)
     if problems and skip_bad_images:
         raise DatasetError(problems)  # skipping reports no image problems: spare the slow decoding pass
+    listed = {split: len(split_records) for split, split_records in records.items()}
     records, image_problems = check_image_files(records, skip_bad_images)
-    if problems or image_problems:
-        raise DatasetError(problems + image_problems)
+    problems += image_problems + [
+        _empty_split(cfg, split, f"dataset.skip_bad_images=true dropped all {listed[split]} of its images")
+        for split, split_records in records.items()
+        if listed[split] and not split_records
+    ]
+    if problems:
+        raise DatasetError(problems)
     return {
         split: CaptionedImages(split, split_records, cfg.captions_per_image, load_image_file)
         for split, split_records in records.items()
     }
+
+
+def _empty_split(cfg, split: str, why: str) -> str:
+    """The problem of a split left with no images: names the split, why, the dataset and its root."""
+    return f"the {split} split is empty: {why} (dataset={cfg.name}, dataset.root={cfg.get('root')})"
+
+
+def _split_source(cfg, layout: str, split: str) -> str:
+    """The annotation file(s) that list ``split``'s images in ``layout``, as paths under the root."""
+    root = dataset_root(cfg)
+    if layout == "karpathy":
+        return str(karpathy.annotation_path(cfg.name, root))
+    files = vsepp.id_files(cfg.get("use_restval", False))
+    names = [files[split], *([files["restval"]] if split == "train" and "restval" in files else [])]
+    return " and ".join(str(root / name) for name in names)

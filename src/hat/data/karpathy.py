@@ -68,7 +68,9 @@ def read_karpathy_records(
         problems += [f"{where}: {problem}" for problem in caption_problems]
         if not caption_problems:
             image_path = root / "images" / str(entry.get("filepath") or "") / entry["filename"]
-            records[split].append(ImageRecord(key=entry["filename"], captions=captions, path=image_path))
+            records[split].append(
+                ImageRecord(key=entry["filename"], captions=captions, path=image_path, entry=f"images[{index}] of {path}")
+            )
     clean.log_summary(str(path))
     return records, problems
 

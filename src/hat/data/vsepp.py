@@ -149,8 +149,8 @@ def _read_groups(
         )
     for start in range(0, len(ids) - captions_per_image + 1, captions_per_image):
         group = ids[start : start + captions_per_image]
-        where = f"{path}: index {start}-{start + captions_per_image - 1} (ids {group})"
-        record, group_problems = _read_group(where, group, index, clean)
+        entry = f"index {start}-{start + captions_per_image - 1}"
+        record, group_problems = _read_group(f"{path}: {entry} (ids {group})", f"{entry} of {path}", group, index, clean)
         problems += group_problems
         if record is not None:
             records.append(record)
@@ -158,9 +158,12 @@ def _read_groups(
 
 
 def _read_group(
-    where: str, group: list[int], index: CaptionIndex, clean: CaptionCleaner
+    where: str, entry: str, group: list[int], index: CaptionIndex, clean: CaptionCleaner
 ) -> tuple[ImageRecord | None, list[str]]:
-    """The record of one image's caption ids, or ``None`` and the problems; ``where`` names the group."""
+    """The record of one image's caption ids, or ``None`` and the problems.
+
+    ``where`` names the group in problems, ``entry`` in the record (:attr:`ImageRecord.entry`).
+    """
     unknown = [ann_id for ann_id in group if ann_id not in index.captions]
     if unknown:
         return None, [f"{where}: id(s) {unknown} are in neither {' nor '.join(CAPTION_FILES.values())}"]
@@ -185,4 +188,4 @@ def _read_group(
             captions.append(caption)
     if problems:
         return None, problems
-    return ImageRecord(key=file_name, captions=tuple(captions), path=index.image_dirs[folder] / file_name), []
+    return ImageRecord(file_name, tuple(captions), index.image_dirs[folder] / file_name, entry=entry), []

@@ -22,6 +22,8 @@ from pathlib import Path
 import torch
 
 from hat.atomic import atomic_write
+from hat.config import ConfigError
+from hat.models.weights import read_torch_file
 
 CHECKPOINT_FORMAT = 1
 REQUIRED_KEYS = ("format", "model", "config")
@@ -34,19 +36,36 @@ def save_checkpoint(state: dict, path: Path) -> None:
 
 
 def load_checkpoint(path: Path) -> dict:
-    """Read a checkpoint written by :func:`save_checkpoint`; errors name the file and what is wrong."""
+    """Read a checkpoint written by :func:`save_checkpoint` (``weights_only``: it may come from a stranger).
+
+    A missing file raises FileNotFoundError; any other file that is not a checkpoint this version
+    reads (empty, truncated, foreign, holding Python objects, another format) raises a one-line
+    :class:`ConfigError` ``cannot read checkpoint PATH: REASON``.
+    """
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise ValueError(f"cannot read checkpoint {path}: {error}") from error
-    missing = [key for key in REQUIRED_KEYS if not isinstance(state, dict) or key not in state]
-    if missing:
-        raise ValueError(f"{path} is not a hat checkpoint: missing {missing}")
-    if state["format"] != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} has checkpoint format {state['format']}, this version reads {CHECKPOINT_FORMAT}")
+    state = read_torch_file(path, f"checkpoint {path}")
+    problem = _checkpoint_problem(state)
+    if problem:
+        raise ConfigError(f"cannot read checkpoint {path}: {problem}")
     return state
+
+
+def _checkpoint_problem(state) -> str | None:
+    """What keeps ``state`` (a loaded file) from being a checkpoint this version reads, or None."""
+    if not isinstance(state, dict):
+        return f"holds a {type(state).__name__}, not a hat checkpoint (a dict with keys {list(REQUIRED_KEYS)})"
+    missing = [key for key in REQUIRED_KEYS if key not in state]
+    if missing:
+        return f"not a hat checkpoint: it has no {missing} (its keys: {sorted(map(str, state))[:8]})"
+    if state["format"] != CHECKPOINT_FORMAT:
+        return f"checkpoint format {state['format']!r}, this version reads format {CHECKPOINT_FORMAT}"
+    if not isinstance(state["config"], dict):
+        return f"'config' is a {type(state['config']).__name__}, expected a dict (the run config)"
+    model = state["model"]
+    if not isinstance(model, dict) or not all(isinstance(value, torch.Tensor) for value in model.values()):
+        return "'model' is not a state dict (a dict of tensors)"
+    return None
 
 
 def capture_rng_state() -> dict:

@@ -8,10 +8,27 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
 import torch.distributed.nn.functional as dist_fn
+
+
+class CollectiveTimeout(RuntimeError):
+    """A collective operation waited longer than ``hardware.dist_timeout`` for the other processes."""
+
+
+def timeout_error(error: RuntimeError, info: Distributed, timeout_s: float) -> CollectiveTimeout | None:
+    """The :class:`CollectiveTimeout` that ``error`` (raised by a collective) stands for, or None when
+    it is not a timeout: the message names the setting, what usually causes it, and the backend's words."""
+    if not info.enabled or "timed out" not in str(error).lower():
+        return None
+    detail = str(error).strip().splitlines()[-1]
+    return CollectiveTimeout(
+        f"process {info.rank} of {info.world_size} waited longer than hardware.dist_timeout={timeout_s:g} s for the "
+        f"others in a collective operation (one of them stopped, hung or died): {detail}"
+    )
 
 
 @dataclass(frozen=True)
@@ -44,12 +61,17 @@ def from_environment() -> Distributed:
     return Distributed(int(os.environ["RANK"]), world_size, int(os.environ.get("LOCAL_RANK", "0")))
 
 
-def init_process_group(info: Distributed, device_type: str) -> None:
-    """Join the process group (NCCL on GPUs, gloo on the CPU) unless single-process or already joined."""
+def init_process_group(info: Distributed, device_type: str, timeout_s: float = 1800.0) -> None:
+    """Join the process group (NCCL on GPUs, gloo on the CPU) unless single-process or already joined.
+
+    ``timeout_s`` (``hardware.dist_timeout``) bounds how long joining and every collective wait for
+    the other processes, so a stopped or hung process ends the run with an error instead of
+    blocking the others indefinitely.
+    """
     if info.enabled and not dist.is_initialized():
         if device_type == "cuda":
             torch.cuda.set_device(info.local_rank)
-        dist.init_process_group("nccl" if device_type == "cuda" else "gloo")
+        dist.init_process_group("nccl" if device_type == "cuda" else "gloo", timeout=timedelta(seconds=timeout_s))
 
 
 def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
@@ -78,13 +100,14 @@ def barrier() -> None:
         dist.barrier()
 
 
-def any_rank(flag: bool, device: torch.device) -> bool:
-    """True on every rank when ``flag`` is true on any rank (e.g. "a signal arrived: stop now")."""
+def agree(flags: list[bool], device: torch.device) -> list[bool]:
+    """Each flag true on every rank when it is true on any rank (e.g. "a signal arrived: stop now"),
+    in one exchange; the flags themselves in a single process."""
     if not (dist.is_available() and dist.is_initialized()):
-        return flag
-    value = torch.tensor([int(flag)], device=device)
+        return list(flags)
+    value = torch.tensor([int(flag) for flag in flags], device=device)
     dist.all_reduce(value, op=dist.ReduceOp.MAX)
-    return bool(value.item())
+    return [bool(v) for v in value.tolist()]
 
 
 def gather_objects(obj) -> list:
@@ -99,12 +122,6 @@ def gather_objects(obj) -> list:
 def shutdown_process_group() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
-
-
-def follower_overrides() -> list[str]:
-    """Hydra overrides for ranks other than 0 under torchrun: no log file and no ``.hydra/`` record of
-    their own (rank 0 writes both), so that a run has one directory written by one process."""
-    return ["hydra/job_logging=disabled", "hydra.output_subdir=null"] if from_environment().rank > 0 else []
 
 
 def run_stamp() -> str:

@@ -14,6 +14,7 @@ from hat.data.datasets import CaptionCollator, ImageDataset
 from hat.data.records import CaptionedImages
 from hat.data.transforms import eval_transform
 from hat.engine.distributed import Distributed, gather
+from hat.engine.preemption import ignore_stop_signals, iterate_workers_safely
 from hat.engine.runtime import Runtime
 from hat.metrics import prefixed, retrieval_recall
 from hat.models.hat import HATModel
@@ -62,13 +63,14 @@ def encode_split(
         batch_size=batch_size,
         num_workers=runtime.num_workers,
         pin_memory=runtime.pin_memory,
+        worker_init_fn=ignore_stop_signals,
         generator=torch.Generator().manual_seed(0),  # leave the global RNG (training's dropout) untouched
     )
     per_image = split.captions_per_image
     tokens = collator.tokenize(split.captions())  # padded to the longest caption of the split
     image_chunks: list[list[torch.Tensor]] = [[] for _ in range(model.num_levels)]
     storage = runtime.device
-    for pixels, _ in loader:
+    for pixels, _ in iterate_workers_safely(loader):
         with runtime.autocast():
             levels = model.encode_images(pixels.to(runtime.device, non_blocking=True))
         if not image_chunks[0]:

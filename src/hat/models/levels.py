@@ -24,14 +24,3 @@ def default_image_levels(text_levels: Sequence[int], family: str, image_depth: i
     if family == "vit":
         return [max(1, round(level * image_depth / text_depth)) for level in text_levels]
     raise ValueError(f"encoder.image.family must be one of {IMAGE_FAMILIES}, got {family!r}")
-
-
-def check_levels(field: str, levels: Sequence[int], depth: int, what: str) -> None:
-    """Raise a ``ValueError`` naming ``field`` unless ``levels`` are distinct, ascending ints in ``[1, depth]``."""
-    if not levels:
-        raise ValueError(f"{field} must name at least one level, got {list(levels)}")
-    for level in levels:
-        if isinstance(level, bool) or not isinstance(level, int) or not 1 <= level <= depth:
-            raise ValueError(f"{field}={list(levels)}: {level!r} is outside 1..{depth}, the {what}")
-    if list(levels) != sorted(set(levels)):
-        raise ValueError(f"{field}={list(levels)} must be distinct and ascending")

