@@ -46,7 +46,7 @@ def test_two_processes_give_the_loss_gradients_and_metrics_of_one_with_twice_the
     assert a["grads"].keys() == b["grads"].keys()
     for name, grad in a["grads"].items():  # float32 noise, measured against each tensor's own scale
         error = (b["grads"][name] - grad).abs().max().item()
-        assert error <= 1e-5 * grad.abs().max().item() + 1e-6, (name, error)
+        assert error <= 2e-5 * grad.abs().max().item() + 1e-5, (name, error)
     assert b["metrics"] == pytest.approx(a["metrics"])
 
 

@@ -2,11 +2,12 @@
 signalled by SLURM, writes `last`, is requeued by submitit, resumes, and ends with the weights and
 test metrics of an uninterrupted run.
 
-The job is submitted with a 10-minute limit; once it is training, the test cuts its limit to two
-minutes with `scontrol update`, as an administrator would, so SLURM's own time-limit machinery
-sends `--signal=USR2@110` within its 30 s check interval while the job is surely mid-training
-(a fixed short limit could signal it before Python has installed any handler, since SLURM may
-signal up to 30 s early). Once requeued, the limit goes back to 10 minutes.
+The job is submitted with a 10-minute limit; once it is training, the test cuts its limit to one
+or two minutes past the time it has run, with `scontrol update`, as an administrator would, so
+SLURM's own time-limit machinery sends `--signal=USR2@110` within its 30 s check interval while
+the job is surely mid-training (a fixed short limit could signal it before Python has installed
+any handler, since SLURM may signal up to 30 s early). Once requeued, the limit goes back to 10
+minutes.
 """
 
 from __future__ import annotations
@@ -67,6 +68,12 @@ def _wait(condition, what: str, timeout: float, process: subprocess.Popen | None
     raise AssertionError(f"no {what} within {timeout} s")
 
 
+def _elapsed_s(job_id: str) -> int:
+    """Seconds the job has run, from squeue's ``[[D-]H:]M:SS``."""
+    parts = [int(part) for part in _run("squeue", "-h", "-j", job_id, "-o", "%M").replace("-", ":").split(":")]
+    return sum(part * unit for part, unit in zip(reversed(parts), (1, 60, 3600, 86400)))
+
+
 def _last_step(metrics: Path) -> int:
     if not metrics.is_file():
         return 0
@@ -93,7 +100,8 @@ def test_a_sweep_job_at_its_time_limit_is_requeued_and_resumes_to_an_uninterrupt
     try:
         _wait(lambda: _last_step(job_dir / "metrics.jsonl") >= 20, "training step 20 in the SLURM job", 240, sweep)
         job_id = next((sweep_dir / ".submitit").iterdir()).name
-        _run("scontrol", "update", f"JobId={job_id}", "TimeLimit=2")  # USR2 is now due: 2 min - 110 s
+        limit = _elapsed_s(job_id) // 60 + 2  # minutes: USR2 (110 s before it) is due now, the limit 2 min on
+        _run("scontrol", "update", f"JobId={job_id}", f"TimeLimit={limit}")
         _wait(lambda: "REQUEUE" in _run("sacct", "-j", job_id, "-D", "-n", "-X", "-o", "State")
               or _run("squeue", "-h", "-j", job_id, "-o", "%T") == "PENDING",
               "requeue of the job at its time limit", 90, sweep)

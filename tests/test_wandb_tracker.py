@@ -125,3 +125,20 @@ def test_an_unreachable_server_falls_back_to_an_offline_run(tmp_path, offline_tr
     (offline,) = offline_runs(tmp_path)
     assert "test/rsum" in read_offline_run(offline).summary
     assert seconds - offline_seconds < 60, f"{seconds:.0f} s against {offline_seconds:.0f} s offline"
+
+
+def test_a_wandb_folder_that_cannot_be_created_leaves_the_run_to_its_local_files(tmp_path, caplog):
+    from omegaconf import OmegaConf
+
+    from hat.wandb_tracker import WandbTracker
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    settings = OmegaConf.create({"mode": "offline", "project": "hat", "dir": str(blocker / "wandb"),
+                                 "init_timeout": 5, "examples": {"queries": 0}})
+    with caplog.at_level("WARNING"):
+        tracker = WandbTracker(settings, tmp_path, {"seed": 0})
+    assert tracker.run is None and tracker.run_id is None
+    assert f"W&B cannot use the folder {blocker / 'wandb'}" in caplog.text
+    tracker.log_metrics({"train/loss": 1.0}, 1)  # and every call is then a no-op
+    tracker.finish(0)
