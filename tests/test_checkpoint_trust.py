@@ -224,7 +224,7 @@ def _only_error_line(result: subprocess.CompletedProcess) -> str:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("case", list(CLI_CASES))
+@pytest.mark.parametrize("case", ["python objects"])  # the one where torch would advise weights_only=False
 def test_cli_evaluate_prints_one_error_line_for_an_unreadable_checkpoint(tiny_checkpoint, tmp_path, case):
     write, reason = CLI_CASES[case]
     path = tmp_path / "stranger.pt"
@@ -244,7 +244,7 @@ def test_cli_evaluate_refuses_a_stored_pkg_before_importing_it(tiny_checkpoint, 
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("setting", ["resume", "init_weights"])
+@pytest.mark.parametrize("setting", ["resume"])  # init_weights reads through the same function, tested in-process
 def test_cli_train_prints_one_error_line_for_an_unreadable_checkpoint(tiny_checkpoint, tmp_path, setting):
     path = tmp_path / "stranger.pt"
     _cut_in_half(tiny_checkpoint, path)

@@ -60,7 +60,7 @@ def test_sigkill_at_random_moments_always_resumes_from_an_intact_checkpoint(tmp_
             caught = _kill_during_a_write(process, checkpoints)
             caught_mid_write += caught and any(checkpoints.glob(".*.tmp"))
         else:
-            time.sleep(rng.uniform(2.0, 9.0))
+            time.sleep(rng.uniform(1.5, 7.0))
             os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=60)
         assert process.returncode == -signal.SIGKILL, f"kill {kill} (seed {seed}): the run ended on its own first"

@@ -31,10 +31,10 @@ pytestmark = pytest.mark.slow
 SCRIPT = ROOT / "scripts" / "local_slurm.sh"
 TRAINING = [
     "dataset=shapes", "dataset.num_train=40", "dataset.num_val=8", "dataset.num_test=8",
-    "encoder=tiny", "encoder.image.image_size=32", "train.batch_size=8", "train.epochs=16",
+    "encoder=tiny", "encoder.image.image_size=32", "train.batch_size=8", "train.epochs=20",
     "train.freeze_epochs=1", "train.log_every=5", "optim.lr=1e-3", "logger=none",
-]  # 25 steps an epoch, 400 in all: about a minute on one core
-STEPS = 400
+]  # 25 steps an epoch, 500 in all: over a minute on one core
+STEPS = 500
 
 
 def _slurm_or_skip() -> None:
@@ -68,6 +68,11 @@ def _wait(condition, what: str, timeout: float, process: subprocess.Popen | None
     raise AssertionError(f"no {what} within {timeout} s")
 
 
+def _job_id(sweep_dir: Path) -> str:
+    """The SLURM job id of the sweep's one job: submitit's folder for it is named after it."""
+    return next(path.name for path in (sweep_dir / ".submitit").iterdir() if path.name.isdigit())
+
+
 def _elapsed_s(job_id: str) -> int:
     """Seconds the job has run, from squeue's ``[[D-]H:]M:SS``."""
     parts = [int(part) for part in _run("squeue", "-h", "-j", job_id, "-o", "%M").replace("-", ":").split(":")]
@@ -99,7 +104,7 @@ def test_a_sweep_job_at_its_time_limit_is_requeued_and_resumes_to_an_uninterrupt
     job_dir = sweep_dir / "0"
     try:
         _wait(lambda: _last_step(job_dir / "metrics.jsonl") >= 20, "training step 20 in the SLURM job", 240, sweep)
-        job_id = next((sweep_dir / ".submitit").iterdir()).name
+        job_id = _job_id(sweep_dir)
         limit = _elapsed_s(job_id) // 60 + 2  # minutes: USR2 (110 s before it) is due now, the limit 2 min on
         _run("scontrol", "update", f"JobId={job_id}", f"TimeLimit={limit}")
         _wait(lambda: "REQUEUE" in _run("sacct", "-j", job_id, "-D", "-n", "-X", "-o", "State")
@@ -111,7 +116,7 @@ def test_a_sweep_job_at_its_time_limit_is_requeued_and_resumes_to_an_uninterrupt
     finally:
         if sweep.poll() is None:
             sweep.kill()
-            subprocess.run(["scancel", next((sweep_dir / ".submitit").iterdir(), Path("none")).name])
+            subprocess.run(["scancel", _job_id(sweep_dir)])
     assert sweep.returncode == 0, errors[-4000:]
     assert reference.wait(timeout=300) == 0, reference.communicate()[1][-3000:]
 
