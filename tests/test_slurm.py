@@ -79,6 +79,12 @@ def _elapsed_s(job_id: str) -> int:
     return sum(part * unit for part, unit in zip(reversed(parts), (1, 60, 3600, 86400)))
 
 
+def _finished_states(job_id: str) -> list[str] | None:
+    """The states of each run of the job (sacct -D: requeued runs too) once the last one has ended."""
+    states = _run("sacct", "-j", job_id, "-D", "-n", "-X", "-o", "State").split()
+    return states if states and states[-1] not in ("RUNNING", "PENDING", "COMPLETING", "REQUEUED") else None
+
+
 def _last_step(metrics: Path) -> int:
     if not metrics.is_file():
         return 0
@@ -107,7 +113,7 @@ def test_a_sweep_job_at_its_time_limit_is_requeued_and_resumes_to_an_uninterrupt
         job_id = _job_id(sweep_dir)
         limit = _elapsed_s(job_id) // 60 + 2  # minutes: USR2 (110 s before it) is due now, the limit 2 min on
         _run("scontrol", "update", f"JobId={job_id}", f"TimeLimit={limit}")
-        _wait(lambda: "REQUEUE" in _run("sacct", "-j", job_id, "-D", "-n", "-X", "-o", "State")
+        _wait(lambda: "REQUEUED" in _run("sacct", "-j", job_id, "-D", "-n", "-X", "-o", "State")
               or _run("squeue", "-h", "-j", job_id, "-o", "%T") == "PENDING",
               "requeue of the job at its time limit", 90, sweep)
         stopped_at = _last_step(job_dir / "metrics.jsonl")
@@ -125,7 +131,7 @@ def test_a_sweep_job_at_its_time_limit_is_requeued_and_resumes_to_an_uninterrupt
     resumed = re.search(r"resumed from \S+last\.pt at epoch \d+, batch \d+, step (\d+)", log)
     assert resumed, log[-3000:]
     assert 20 <= int(resumed.group(1)) <= stopped_at < STEPS
-    states = _run("sacct", "-j", job_id, "-D", "-n", "-X", "-o", "State").split()
+    states = _wait(lambda: _finished_states(job_id), "the job's end in its accounting (after its result file)", 60)
     assert states[0] == "REQUEUED" and states[-1] == "COMPLETED", states
 
     a = load_checkpoint(tmp_path / "reference" / "checkpoints" / "last.pt")

@@ -83,3 +83,8 @@ def test_wandb_sweep_files_optimise_the_validation_monitor_that_every_dataset_lo
         metric = yaml.safe_load(path.read_text())["metric"]
         assert metric == {"name": "best/monitor", "goal": "maximize"}, path.name
     assert Path(entry.__file__).resolve().parent == ROOT
+
+
+def test_another_job_logging_choice_still_composes_and_runs_without_a_log_file(tmp_path):
+    cfg = _compose("hydra/job_logging=disabled", "hydra.runtime.output_dir=/runs/x")
+    assert "handlers" not in cfg.hydra.job_logging
