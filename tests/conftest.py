@@ -167,3 +167,19 @@ def save_lightning_checkpoint(path, state_dict, **extra) -> None:
         **extra,
     }
     torch.save(checkpoint, path)
+
+
+def wait_for_step(metrics: Path, step: int, process, timeout: float = 180) -> None:
+    """Wait until the run writing ``metrics`` (metrics.jsonl) has logged optimizer step ``step``;
+    fails with the run's stderr if ``process`` ends first, or after ``timeout`` seconds."""
+    import json
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if metrics.is_file() and any(json.loads(line).get("step", 0) >= step
+                                     for line in metrics.read_text().splitlines() if line.endswith("}")):
+            return
+        assert process.poll() is None, process.communicate()[1][-3000:]
+        time.sleep(0.05)
+    raise AssertionError(f"no step {step} within {timeout} s")

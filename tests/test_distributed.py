@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import ROOT, TINY_RUN
+from conftest import ROOT, TINY_RUN, wait_for_step
 from hat.data.datasets import EpochShuffleSampler
 
 pytestmark = pytest.mark.slow
@@ -75,17 +75,6 @@ def _torchrun_training(run_dir, *extra) -> subprocess.Popen:
     )
 
 
-def _wait_for_step(run_dir, step: int, process: subprocess.Popen, timeout: float = 180) -> None:
-    metrics = run_dir / "metrics.jsonl"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if metrics.is_file() and any(json.loads(line).get("step", 0) >= step
-                                     for line in metrics.read_text().splitlines() if line.endswith("}")):
-            return
-        assert process.poll() is None, process.communicate()[1][-3000:]
-        time.sleep(0.1)
-    raise AssertionError(f"no step {step} within {timeout} s")
-
 
 def _worker_pids(agent: int) -> dict[int, int]:
     """``{rank: pid}`` of the training processes torchrun's agent started."""
@@ -101,7 +90,7 @@ def _worker_pids(agent: int) -> dict[int, int]:
 def test_sigterm_to_torchrun_s_process_group_writes_last_and_every_rank_exits_75(tmp_path):
     run_dir = tmp_path / "run"
     agent = _torchrun_training(run_dir)
-    _wait_for_step(run_dir, 3, agent)
+    wait_for_step(run_dir / "metrics.jsonl", 3, agent)
     os.killpg(agent.pid, signal.SIGTERM)  # the agent forwards it too: each worker gets it twice
     _, stderr = agent.communicate(timeout=120)
     last = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
@@ -115,7 +104,7 @@ def test_sigterm_to_torchrun_s_process_group_writes_last_and_every_rank_exits_75
 def test_a_stopped_process_fails_the_run_after_dist_timeout_instead_of_blocking_it(tmp_path):
     run_dir = tmp_path / "run"
     agent = _torchrun_training(run_dir, "hardware.dist_timeout=10")
-    _wait_for_step(run_dir, 3, agent)
+    wait_for_step(run_dir / "metrics.jsonl", 3, agent)
     workers = _worker_pids(agent.pid)
     os.kill(workers[1], signal.SIGSTOP)
     stopped_at = time.monotonic()

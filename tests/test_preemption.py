@@ -18,7 +18,7 @@ import pytest
 import torch
 
 import hat.engine.loop as loop
-from conftest import ROOT, TINY_RUN
+from conftest import ROOT, TINY_RUN, wait_for_step
 from hat.engine.checkpoint import load_checkpoint
 from hat.engine.preemption import (
     EXIT_PREEMPTED,
@@ -158,17 +158,6 @@ def _train(run_dir, *extra) -> subprocess.Popen:
     )
 
 
-def _wait_for_step(metrics, step: int, process: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if metrics.is_file() and any(
-            json.loads(line).get("step", 0) >= step for line in metrics.read_text().splitlines() if line.endswith("}")
-        ):
-            return
-        assert process.poll() is None, process.communicate()[1][-3000:]
-        time.sleep(0.05)
-    raise AssertionError(f"no step {step} within {timeout} s")
-
 
 @pytest.mark.slow
 def test_sigterm_to_the_process_group_with_loader_workers_writes_last_and_resumes_identically(tmp_path):
@@ -178,7 +167,7 @@ def test_sigterm_to_the_process_group_with_loader_workers_writes_last_and_resume
     straight = _train(tmp_path / "straight", *workers)
     interrupted_dir = tmp_path / "interrupted"
     interrupted = _train(interrupted_dir, *workers)
-    _wait_for_step(interrupted_dir / "metrics.jsonl", 3, interrupted)
+    wait_for_step(interrupted_dir / "metrics.jsonl", 3, interrupted)
     os.killpg(interrupted.pid, signal.SIGTERM)
     time.sleep(0.2)
     os.killpg(interrupted.pid, signal.SIGTERM)

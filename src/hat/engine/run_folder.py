@@ -4,7 +4,7 @@ Process 0 takes the folder before any work (:meth:`RunFolder.acquire`): it check
 ``checkpoints/`` can be written, takes an exclusive lock on ``<run dir>/.lock`` (released by the
 kernel when the process ends, however it ends, so a killed or requeued run never leaves a stale
 lock), and removes the temporary files that a writer killed mid-write left behind
-(``.last.pt.XXXX.tmp``: as large as a checkpoint). A fresh run (``resume=null``) into a folder
+(``.last.pt.<random>.tmp``: as large as a checkpoint). A fresh run (``resume=null``) into a folder
 that already holds checkpoints stops instead of overwriting them.
 """
 
