@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hat.alignment import GPU_BLOCK_ELEMENTS, multi_level_similarity, scan_similarity
+from hat.alignment import GPU_BLOCK_ELEMENTS, multi_level_similarity, pair_attention, scan_similarity
 
 DIRECTIONS = ("i2t", "t2i")
 SMOOTH = 9.0
@@ -258,3 +258,21 @@ def test_cuda_bf16_autocast_matches_cpu_float32(direction):
         got = scan_similarity(images.cuda(), captions.cuda(), lengths.cuda(), direction)
     assert got.dtype == torch.float32
     torch.testing.assert_close(got.cpu(), expected, rtol=0.0, atol=0.05)
+
+
+@pytest.mark.parametrize("direction", DIRECTIONS)
+def test_pair_attention_rows_sum_to_one_and_rebuild_the_score(direction):
+    images, captions, lengths = random_features(num_images=1, num_captions=3, regions=9, width=6, dim=8)
+    scores = scan_similarity(images, captions, lengths, direction, SMOOTH, kernel="torch")
+    for c in range(3):
+        length = int(lengths[c])
+        attention = pair_attention(images[0], captions[c], length, direction, SMOOTH)
+        assert attention.t2i.shape == (length, 9) and attention.i2t.shape == (9, length)
+        torch.testing.assert_close(attention.t2i.sum(dim=1), torch.ones(length))  # each word over the regions
+        torch.testing.assert_close(attention.i2t.sum(dim=1), torch.ones(9))  # each region over the words
+        assert attention.score == pytest.approx(float(scores[0, c]), abs=1e-6)
+        # The score of the model's direction, rebuilt from these weights alone: the same math.
+        v, t = images[0].double(), captions[c, :length].double()
+        queries, context = (v, attention.i2t.double() @ t) if direction == "i2t" else (t, attention.t2i.double() @ v)
+        rebuilt = F.cosine_similarity(queries, context, dim=1).mean()
+        assert float(rebuilt) == pytest.approx(attention.score, abs=1e-5)

@@ -59,3 +59,14 @@ def test_data_pipeline_benchmark_measures_both_decode_paths(tmp_path):
         "image_decode=device: decode + crop on cpu",
     ]
     assert all(r["images/s"] > 0 for r in rows)
+
+
+@pytest.mark.slow
+def test_search_benchmark_times_the_cache_and_the_ranking(tmp_path, retrieving_run):
+    result = run_benchmark("search", tmp_path, "--checkpoint", str(retrieving_run / "checkpoints" / "best.pt"),
+                           "--images", "12", "--shard-size", "5", "--device", "cpu")
+    rows = rows_by(result)
+    assert [r["stage"] for r in rows] == ["encode into the cache", "cache check, nothing changed",
+                                          "rank for 1 query", "rank for 10 queries"]
+    assert all(r["images"] == 12 and r["s"] > 0 for r in rows)
+    assert result["settings"]["cache_MiB"] > 0

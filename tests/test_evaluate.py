@@ -90,7 +90,7 @@ def test_export_folder_evaluates_the_same_and_seeds_training(trained_run, tmp_pa
                                  "compile": False})
     export = tmp_path / "export"
     direct = evaluate_checkpoint(trained_run / "checkpoints" / "best.pt", tmp_path / "a", hardware, export=export)
-    assert sorted(p.name for p in export.iterdir()) == ["config.yaml", "model.safetensors"]
+    assert sorted(p.name for p in export.iterdir()) == ["README.md", "config.yaml", "model.safetensors", "tokenizer"]
     assert evaluate_checkpoint(export, tmp_path / "b", hardware) == pytest.approx(direct)
 
     train(tiny_config("init_weights=" + str(export), "train.max_steps=1", "train.freeze_epochs=5",

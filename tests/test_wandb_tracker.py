@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from conftest import ROOT, TINY_RUN
 from hat.wandb_tracker import has_login, override_tags, resolve_mode, sweep_group
@@ -112,6 +113,14 @@ def test_offline_run_records_config_metrics_examples_and_results(offline_trainin
     assert all(1 <= row[2] <= 8 for row in captions["data"])  # the rank of the caption's image
     curve = first.table("val/recall_curve_table")
     assert len(curve["data"]) == 2 * 50  # K = 1..50, i2t and t2i
+    (attention,) = [row["val/examples/attention"] for row in first.history if "val/examples/attention" in row]
+    assert attention["_type"] == "images/separated" and attention["count"] == 2  # logger.examples.attention_pairs
+    assert attention["height"] == 26 + 3 * 2 * (16 + 64 + 14)  # header + three levels of two rows of 64 px maps
+    offline_dir = [p for p in offline_runs(tmp_path) if p.name.endswith(first.run_id)][0]
+    for name in attention["filenames"]:
+        figure = Image.open(offline_dir / "files" / name)
+        assert figure.size == (attention["width"], attention["height"])
+        assert len(set(figure.convert("RGB").getdata())) > 100  # heat-maps over images, not a blank canvas
 
 
 @pytest.mark.slow

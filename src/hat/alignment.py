@@ -27,6 +27,7 @@ import functools
 import logging
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -167,6 +168,35 @@ def fuse_levels(level_scores: Sequence[torch.Tensor], levels: Sequence[int] | No
     return torch.stack(chosen).sum(dim=0)
 
 
+@dataclass(frozen=True)
+class PairAttention:
+    """The cross attention of one image and one caption at one level, as the similarity computes it.
+
+    ``t2i``: ``(L, R)``, where each of the caption's ``L`` words looks among the ``R`` regions
+    (each row sums to one); ``i2t``: ``(R, L)``, which words each region picks (each row sums to
+    one). ``score``: the pair's similarity in the model's ``direction``.
+    """
+
+    t2i: torch.Tensor
+    i2t: torch.Tensor
+    score: float
+
+
+@torch.no_grad()
+def pair_attention(
+    image: torch.Tensor, caption: torch.Tensor, length: int, direction: str = "i2t", smooth: float = 9.0
+) -> PairAttention:
+    """Both attention views of image regions ``(R, d)`` and caption words ``(W, d)`` (the first
+    ``length`` of them valid), from the functions the similarity itself uses (float32)."""
+    image, caption = _wide(image)[None], _wide(caption[:length])
+    valid = torch.ones((1, length), dtype=torch.bool, device=caption.device)
+    i2t_scores = torch.matmul(image, caption.T)[:, :, None]  # (1, R, 1, L)
+    i2t = _i2t_weights(i2t_scores, valid, smooth)[0, :, 0]
+    t2i = _t2i_weights(i2t_scores.permute(0, 2, 3, 1), smooth)[0, 0]  # S as (1, 1, L, R)
+    score = scan_similarity(image, caption[None], torch.tensor([length]), direction, smooth, kernel="torch")
+    return PairAttention(t2i=t2i, i2t=i2t, score=float(score))
+
+
 @functools.cache
 def _triton_similarity():
     """The fused kernel's entry point, or None (logged once) when Triton is not installed."""
@@ -225,6 +255,23 @@ def _norm(x: torch.Tensor, dim: int) -> torch.Tensor:
     return torch.where(positive, squares, 1.0).sqrt() * positive
 
 
+def _i2t_weights(scores: torch.Tensor, valid: torch.Tensor, smooth: float) -> torch.Tensor:
+    """i2t attention ``P`` from scores ``S[i, r, c, w]`` ``(Ib, R, Cb, W)`` (padding words score 0):
+    LeakyReLU, L2-normalised over regions per word, softmax over the valid words of each region."""
+    attn = F.leaky_relu(scores, LEAKY_SLOPE)
+    scale = smooth / (_norm(attn, dim=1) + NORM_EPS)  # normalise over regions, per word
+    padding = torch.zeros(valid.shape, dtype=scale.dtype, device=scale.device).masked_fill(~valid, -math.inf)
+    return torch.softmax(torch.addcmul(padding, attn, scale), dim=3)  # over words
+
+
+def _t2i_weights(scores: torch.Tensor, smooth: float) -> torch.Tensor:
+    """t2i attention from scores ``S[i, c, w, r]`` ``(Ib, Cb, W, R)`` (padding words score 0):
+    LeakyReLU, L2-normalised over words per region, softmax over the regions of each word."""
+    attn = F.leaky_relu(scores, LEAKY_SLOPE)
+    scale = smooth / (_norm(attn, dim=2) + NORM_EPS)  # normalise over words, per region
+    return torch.softmax(attn * scale, dim=3)  # over regions, per word
+
+
 def _i2t_block(images: torch.Tensor, captions: torch.Tensor, valid: torch.Tensor, smooth: float) -> torch.Tensor:
     """i2t scores of one block: images ``(Ib, R, d)``, captions ``(Cb, W, d)`` (zero at padding),
     valid ``(Cb, W)``. Padding words score exactly 0, so they leave the norms over regions alone.
@@ -232,10 +279,7 @@ def _i2t_block(images: torch.Tensor, captions: torch.Tensor, valid: torch.Tensor
     num_captions, width, dim = captions.shape
     scores = _wide(torch.matmul(images, captions.reshape(-1, dim).T))  # (Ib, R, Cb * W)
     scores = scores.view(images.shape[0], images.shape[1], num_captions, width)  # S[i, r, c, w] = V_r . T_w
-    attn = F.leaky_relu(scores, LEAKY_SLOPE)
-    scale = smooth / (_norm(attn, dim=1) + NORM_EPS)  # normalise over regions, per word
-    padding = torch.zeros(valid.shape, dtype=scale.dtype, device=scale.device).masked_fill(~valid, -math.inf)
-    weights = torch.softmax(torch.addcmul(padding, attn, scale), dim=3)  # over words
+    weights = _i2t_weights(scores, valid, smooth)
     numerator = (weights * scores).sum(dim=3)  # V_r . c_r, (Ib, R, Cb)
     gram = _wide(torch.matmul(captions, captions.transpose(1, 2)))  # (Cb, W, W)
     context_sq = (torch.einsum("ircw,cwv->ircv", weights, gram) * weights).sum(dim=3)  # |c_r|^2 = P G P^T
@@ -252,9 +296,7 @@ def _t2i_block(images: torch.Tensor, captions: torch.Tensor, valid: torch.Tensor
     num_captions, width, _ = captions.shape
     scores = _wide(torch.matmul(captions.reshape(-1, dim), images.transpose(1, 2)))  # (Ib, Cb * W, R)
     scores = scores.view(num_images, num_captions, width, num_regions)  # S[i, c, w, r] = T_w . V_r
-    attn = F.leaky_relu(scores, LEAKY_SLOPE)
-    scale = smooth / (_norm(attn, dim=2) + NORM_EPS)  # normalise over words, per region
-    weights = torch.softmax(attn * scale, dim=3)  # over regions, per word
+    weights = _t2i_weights(scores, smooth)
     context = _wide(torch.matmul(weights.view(num_images, -1, num_regions).to(images.dtype), images))  # (Ib, Cb * W, d)
     numerator = (weights * scores).sum(dim=3)  # T_w . c_w, (Ib, Cb, W)
     word_norm = _wide(captions).norm(dim=2)[None]  # (1, Cb, W)

@@ -269,7 +269,8 @@ def _check_logger(cfg) -> None:
     if not cfg.project:
         raise ConfigError("logger.project is empty: W&B needs a project name")
     require_number("logger.init_timeout", cfg.init_timeout, 0, exclusive=True, why="seconds to reach the server")
-    for key, minimum in (("queries", 0), ("top_k", 1), ("thumbnail", 8), ("curve_max_k", 1)):
+    for key, minimum in (("queries", 0), ("top_k", 1), ("thumbnail", 8), ("curve_max_k", 1), ("attention_pairs", 0),
+                         ("attention_cell", 16), ("attention_words", 1)):
         require_int(f"logger.examples.{key}", cfg.examples[key], minimum)
 
 

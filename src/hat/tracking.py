@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 
 from hat.atomic import atomic_write
 from hat.data.records import CaptionedImages
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+Explain = Callable[[int, str], "Image.Image"]  # (image index in the split, caption) -> attention figure
 
 
 class Tracker(Protocol):
@@ -25,10 +30,14 @@ class Tracker(Protocol):
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None: ...
 
-    def log_examples(self, level_scores: Sequence[torch.Tensor], split: CaptionedImages, prefix: str, step: int) -> None:
+    def log_examples(
+        self, level_scores: Sequence[torch.Tensor], split: CaptionedImages, prefix: str, step: int,
+        explain: Explain | None = None,
+    ) -> None:
         """``level_scores``: the ``(N, K * N)`` scores of ``split`` per level; a tracker that shows
         retrieval examples fuses them and derives the examples (:mod:`hat.retrieval_examples`),
-        the others ignore the call (and so pay nothing)."""
+        the others ignore the call (and so pay nothing). ``explain(image index, caption)`` draws
+        the attention figure of a pair of ``split``, for trackers that show them."""
 
     def log_summary(self, summary: dict[str, float]) -> None: ...
 
@@ -45,7 +54,10 @@ class NullTracker:
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         pass
 
-    def log_examples(self, level_scores: Sequence[torch.Tensor], split: CaptionedImages, prefix: str, step: int) -> None:
+    def log_examples(
+        self, level_scores: Sequence[torch.Tensor], split: CaptionedImages, prefix: str, step: int,
+        explain: Explain | None = None,
+    ) -> None:
         pass
 
     def log_summary(self, summary: dict[str, float]) -> None:
@@ -114,9 +126,12 @@ class MultiTracker:
         for tracker in self.trackers:
             tracker.log_metrics(metrics, step)
 
-    def log_examples(self, level_scores: Sequence[torch.Tensor], split: CaptionedImages, prefix: str, step: int) -> None:
+    def log_examples(
+        self, level_scores: Sequence[torch.Tensor], split: CaptionedImages, prefix: str, step: int,
+        explain: Explain | None = None,
+    ) -> None:
         for tracker in self.trackers:
-            tracker.log_examples(level_scores, split, prefix, step)
+            tracker.log_examples(level_scores, split, prefix, step, explain)
 
     def log_summary(self, summary: dict[str, float]) -> None:
         for tracker in self.trackers:

@@ -24,6 +24,7 @@ from hat.alignment import fuse_levels
 from hat.data.records import CaptionedImages
 from hat.metrics import RANK_KEYS
 from hat.retrieval_examples import retrieval_examples
+from hat.tracking import Explain
 
 log = logging.getLogger(__name__)
 
@@ -172,9 +173,14 @@ class WandbTracker:
             self._define(metrics)
             self.run.log({**metrics, STEP_METRIC: step})
 
-    def log_examples(self, level_scores: Sequence[torch.Tensor], split: CaptionedImages, prefix: str, step: int) -> None:
+    def log_examples(
+        self, level_scores: Sequence[torch.Tensor], split: CaptionedImages, prefix: str, step: int,
+        explain: Explain | None = None,
+    ) -> None:
         """Two tables (image queries with their top captions; caption queries with thumbnails of
-        their top images) and the recall@K curve, under ``{prefix}/examples/...``."""
+        their top images) and the recall@K curve, under ``{prefix}/examples/...``; with
+        ``logger.examples.attention`` and ``explain``, the attention figures of the first
+        ``attention_pairs`` image queries with their image's first caption (``{prefix}/examples/attention``)."""
         if self.run is None or self.examples.queries == 0:
             return
         with self._guarded("example tables"):
@@ -222,6 +228,12 @@ class WandbTracker:
                 f"{prefix}/examples/caption_queries": caption_table,
                 f"{prefix}/recall_curve": curve,
             }
+            if explain is not None and settings.get("attention"):
+                pairs = [(query.image, split.records[query.image].captions[0])
+                         for query in examples.image_queries[: settings.attention_pairs]]
+                entries[f"{prefix}/examples/attention"] = [
+                    wandb.Image(explain(image, caption), caption=f"image {image}: {caption}") for image, caption in pairs
+                ]
             self._define(entries)
             self.run.log({**entries, STEP_METRIC: step})
 

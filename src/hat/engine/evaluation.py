@@ -71,23 +71,19 @@ def encode_split(
     image_chunks: list[list[torch.Tensor]] = [[] for _ in range(model.num_levels)]
     storage = runtime.device
     for pixels, _ in iterate_workers_safely(loader):
-        with runtime.autocast():
-            levels = model.encode_images(pixels.to(runtime.device, non_blocking=True))
+        levels = encode_image_batch(model, pixels, runtime)
         if not image_chunks[0]:
             storage = _feature_storage(levels, len(split), per_image * tokens["input_ids"].shape[1],
                                        runtime.device, feature_budget, ranks)
         for chunks, level in zip(image_chunks, levels):
-            chunks.append(level.half().to(storage))
+            chunks.append(level.to(storage))
 
     caption_chunks: list[list[torch.Tensor]] = [[] for _ in range(model.num_levels)]
     for start in range(lo * per_image, hi * per_image, batch_size):
         stop = min(start + batch_size, hi * per_image)
-        ids = tokens["input_ids"][start:stop].to(runtime.device)
-        mask = tokens["attention_mask"][start:stop].to(runtime.device)
-        with runtime.autocast():
-            levels, _ = model.encode_captions(ids, mask)
+        levels = encode_caption_batch(model, tokens["input_ids"][start:stop], tokens["attention_mask"][start:stop], runtime)
         for chunks, level in zip(caption_chunks, levels):
-            chunks.append(level.half().to(storage))
+            chunks.append(level.to(storage))
     return EncodedSplit(
         images=[_gather_shards(torch.cat(chunks), shard, len(split)) for chunks in image_chunks],
         captions=[
@@ -95,6 +91,24 @@ def encode_split(
         ],
         lengths=tokens["attention_mask"].sum(dim=1).to(runtime.device),
     )
+
+
+@torch.no_grad()
+def encode_image_batch(model: HATModel, pixels: torch.Tensor, runtime: Runtime) -> list[torch.Tensor]:
+    """``(B, 3, S, S)`` normalised pixels -> one float16 ``(B, R_k, D)`` tensor per level, on the device."""
+    with runtime.autocast():
+        levels = model.encode_images(pixels.to(runtime.device, non_blocking=True))
+    return [level.half() for level in levels]
+
+
+@torch.no_grad()
+def encode_caption_batch(
+    model: HATModel, input_ids: torch.Tensor, attention_mask: torch.Tensor, runtime: Runtime
+) -> list[torch.Tensor]:
+    """``(B, W)`` token ids and mask -> one float16 ``(B, W, D)`` tensor per level, on the device."""
+    with runtime.autocast():
+        levels, _ = model.encode_captions(input_ids.to(runtime.device), attention_mask.to(runtime.device))
+    return [level.half() for level in levels]
 
 
 def _feature_storage(

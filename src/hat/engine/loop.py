@@ -446,7 +446,7 @@ class TrainingRun:
         val = protocol_tables(sims, "val", self.splits["val"].captions_per_image, None)
         value = sum(val[name] for name in self.monitor_names)
         self.tracker.log_metrics({**val, "val/monitor": value, "train/epoch": epoch}, p.step)
-        self.tracker.log_examples(sims, self.splits["val"], "val", p.step)
+        self.tracker.log_examples(sims, self.splits["val"], "val", p.step, explain=self._attention_figure)
         log.info("epoch %d step %d: val/rsum %.2f, %s %.2f", epoch, p.step, val["val/rsum"], self.cfg.train.monitor,
                  value)
         improved = p.best_metric is None or (value > p.best_metric if self.higher_is_better else value < p.best_metric)
@@ -456,6 +456,16 @@ class TrainingRun:
         self.save(*(("best.pt", "last.pt") if improved else ("last.pt",)))
         if self._any_rank_asked_to_stop():
             raise self._preempted()
+
+    def _attention_figure(self, image: int, caption: str):
+        """The attention figure (:func:`hat.explain.attention_figure`) of a validation image and a caption."""
+        from hat.explain import attention_figure
+        from hat.retriever import Retriever
+
+        examples, split = self.cfg.logger.examples, self.splits["val"]
+        retriever = Retriever(self.model, self.cfg, self.collator.tokenizer, self.runtime)
+        return attention_figure(retriever, split.load_image(split.records[image]), caption,
+                                examples.attention_cell, examples.attention_words)
 
     def test(self) -> TrainOutcome:
         """Test the best checkpoint, print the table, write ``results.json``."""

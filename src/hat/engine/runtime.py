@@ -42,18 +42,22 @@ class Runtime:
         return torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
 
 
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``auto``: bf16 on GPUs that support it, else fp16, and fp32 on the CPU; others unchanged."""
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "fp32"
+
+
 def resolve_runtime(cfg, local_rank: int = 0) -> Runtime:
     """``device: auto`` takes the GPU when there is one (``cuda:local_rank`` under torchrun);
     ``precision: auto`` is bf16 on GPUs that support it, else fp16, and fp32 on the CPU.
     ``torch.compile`` is never used on the CPU."""
     kind = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
     device = torch.device(kind, local_rank) if kind == "cuda" else torch.device(kind)
-    precision = cfg.precision
-    if precision == "auto":
-        if device.type == "cuda":
-            precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        else:
-            precision = "fp32"
+    precision = resolve_precision(cfg.precision, device)
     compile_model = bool(cfg.compile)
     if compile_model and device.type == "cpu":
         log.warning("hardware.compile=true is ignored on the CPU")

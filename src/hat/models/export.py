@@ -1,7 +1,10 @@
-"""Model weights as a portable folder: ``model.safetensors`` plus the run config as ``config.yaml``.
+"""A trained model as a portable folder: what :func:`hat.load` needs and a card for people.
 
-``python evaluate.py checkpoint=PATH export=DIR`` writes one; ``evaluate.py checkpoint=DIR``
-reads it, and ``train.py init_weights=DIR`` starts training from it.
+``python evaluate.py checkpoint=PATH export=DIR`` writes ``model.safetensors`` (the weights),
+``config.yaml`` (the run config), ``tokenizer/`` (the tokenizer's files, so loading needs no
+hub or package) and ``README.md`` (the model card: architecture, the evaluation table, the
+training config). ``evaluate.py checkpoint=DIR`` and ``hat.load(DIR)`` read it, and
+``train.py init_weights=DIR`` starts training from it.
 """
 
 from __future__ import annotations
@@ -20,16 +23,63 @@ from hat.models.weights import read_safetensors
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.yaml"
+CARD_FILE = "README.md"
+TOKENIZER_FOLDER = "tokenizer"
 
 
-def export_model(state_dict: dict[str, torch.Tensor], config: dict, folder: Path) -> None:
-    """Write ``state_dict`` and ``config`` (a plain dict) to ``folder``, each file atomically."""
+def export_model(
+    state_dict: dict[str, torch.Tensor], config: dict, folder: Path, tokenizer=None, card: str | None = None
+) -> None:
+    """Write ``state_dict`` and ``config`` (a plain dict) to ``folder``, each file atomically, and
+    ``tokenizer`` (a transformers tokenizer, with ``save_pretrained``) and the ``card`` text when given."""
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {name: tensor.detach().contiguous().cpu() for name, tensor in state_dict.items()}
     payload = save(tensors)
     atomic_write(folder / WEIGHTS_FILE, lambda handle: handle.write(payload))
-    text = OmegaConf.to_yaml(OmegaConf.create(config))
-    atomic_write(folder / CONFIG_FILE, lambda handle: handle.write(text.encode("utf-8")))
+    _write_text(folder / CONFIG_FILE, OmegaConf.to_yaml(OmegaConf.create(config)))
+    if tokenizer is not None:
+        tokenizer.save_pretrained(str(folder / TOKENIZER_FOLDER))
+    if card is not None:
+        _write_text(folder / CARD_FILE, card)
+
+
+def model_card(config: dict, source: Path, title: str, table: str) -> str:
+    """The Markdown card of an exported model: where it came from, its architecture, how to load it,
+    the evaluation ``table`` (under ``title``) and the full training ``config``."""
+    encoder, alignment = config["encoder"], config["alignment"]
+    return "\n".join(
+        [
+            "# HAT image-text retrieval model",
+            "",
+            f"Exported from `{source}`.",
+            "",
+            f"- image encoder: `{encoder['image']['name']}` ({encoder['image']['image_size']} px)",
+            f"- text encoder: {encoder['text']['num_layers']} layers (`{encoder['text'].get('name') or 'BERT from config'}`)",
+            f"- levels: text layers {alignment['levels']}, {alignment['direction']} cross attention, "
+            f"lambda {alignment['smooth']}, width {encoder['embed_dim']}",
+            "",
+            "```python",
+            "import hat",
+            "model = hat.load(\"PATH/TO/THIS/FOLDER\")",
+            "scores = model.score(model.encode_images([\"photo.jpg\"]), model.encode_texts([\"a dog on a beach\"]))",
+            "```",
+            "",
+            f"## {title}",
+            "",
+            table,
+            "",
+            "## Training config",
+            "",
+            "```yaml",
+            OmegaConf.to_yaml(OmegaConf.create(config)).rstrip(),
+            "```",
+            "",
+        ]
+    )
+
+
+def _write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
 
 
 def is_export_folder(path: Path) -> bool:

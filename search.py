@@ -1,0 +1,31 @@
+"""Search with a trained model: ``python search.py checkpoint=PATH images=DIR query="two dogs on a beach"`` (see conf/search.yaml)."""
+
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from hat.config import ConfigError
+from hat.data.problems import DatasetError
+from hat.data.records import BadImageError
+
+
+@hydra.main(config_path="conf", config_name="search", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    try:
+        from hat.retriever import load
+        from hat.search.command import search_captions, search_images, search_mode
+
+        mode = search_mode(cfg)
+        retriever = load(Path(cfg.checkpoint), cfg.hardware.device, cfg.hardware.precision, cfg.release)
+        out_dir = Path(HydraConfig.get().runtime.output_dir)
+        (search_images if mode == "images" else search_captions)(retriever, cfg, out_dir)
+    except (ConfigError, DatasetError, BadImageError, FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

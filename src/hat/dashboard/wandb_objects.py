@@ -1,0 +1,125 @@
+"""``python -m hat.dashboard``: the W&B workspace and sweep report, built from :func:`hat.dashboard.panels.sections`.
+
+Building these objects (always with an explicit entity) reaches no server; :func:`describe` turns them into JSON for ``--dry-run``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import wandb_workspaces.reports.v2 as wr
+import wandb_workspaces.workspaces as ws
+from wandb_workspaces import expr
+
+from hat.dashboard.panels import Panel, Section
+from hat.wandb_tracker import STEP_METRIC
+
+# wandb.plot.line_series logs its table under `{key}_table` and draws it with this Vega spec and fields.
+LINE_SERIES_SPEC = "wandb/lineseries/v0"
+LINE_SERIES_FIELDS = {"step": "step", "lineKey": "lineKey", "lineVal": "lineVal"}
+SWEEP_METRIC = "test/rsum"
+
+
+def wandb_panel(panel: Panel):
+    """The W&B panel for ``panel``, titled with its key."""
+    if panel.kind == "line":
+        return wr.LinePlot(title=panel.key, x=STEP_METRIC, y=[panel.key])
+    if panel.kind == "bar":
+        return wr.BarPlot(title=panel.key, metrics=[panel.key], orientation="v")
+    if panel.kind == "chart":
+        return wr.CustomChart(
+            query={"summaryTable": {"tableKey": f"{panel.key}_table"}},
+            chart_name=LINE_SERIES_SPEC,
+            chart_fields=dict(LINE_SERIES_FIELDS),
+            chart_strings={"title": panel.key, "xname": "K"},
+        )
+    if panel.kind == "media":
+        return wr.MediaBrowser(title=panel.key, media_keys=[panel.key])
+    return wr.WeavePanelSummaryTable(table_name=panel.key)
+
+
+def workspace(entity: str, project: str, name: str, sections: tuple[Section, ...]) -> ws.Workspace:
+    """A workspace of ``sections`` for every run of ``entity/project``, plotted against ``trainer/step``."""
+    return ws.Workspace(
+        entity=entity,
+        project=project,
+        name=name,
+        sections=[
+            ws.Section(
+                name=section.name,
+                panels=[wandb_panel(panel) for panel in section.panels],
+                is_open=True,
+                panel_settings=ws.SectionPanelSettings(x_axis=STEP_METRIC),
+            )
+            for section in sections
+        ],
+        settings=ws.WorkspaceSettings(x_axis=STEP_METRIC),
+    )
+
+
+def sweep_bars(keys: list[str]) -> list[wr.BarPlot]:
+    """One bar chart of ``test/rsum`` per config key in ``keys`` (nested keys dotted, e.g.
+    ``alignment.levels``): a bar per value of the key, the mean over its runs (the seeds), and
+    their standard deviation as the error bar."""
+    return [
+        wr.BarPlot(
+            title=f"{SWEEP_METRIC} per {key}: mean ± std over its runs",
+            metrics=[SWEEP_METRIC],
+            orientation="v",
+            groupby=wr.Config(key),
+            groupby_aggfunc="mean",
+            groupby_rangefunc="stddev",
+        )
+        for key in keys
+    ]
+
+
+def report(entity: str, project: str, group: str, keys: list[str], sections: tuple[Section, ...]) -> wr.Report:
+    """A report on the runs of W&B group ``group``: :func:`sweep_bars` for ``keys``, then every
+    section of the workspace, each panel grid showing only that group's runs."""
+    def grid(panels) -> wr.PanelGrid:
+        runs = wr.Runset(entity=entity, project=project, name=group, filters=[expr.Metric("Group") == group])
+        return wr.PanelGrid(runsets=[runs], panels=panels)
+
+    blocks = [wr.H1(text=f"{SWEEP_METRIC} per {', '.join(keys)}"), grid(sweep_bars(keys))]
+    for section in sections:
+        blocks += [wr.H2(text=section.name), grid([wandb_panel(panel) for panel in section.panels])]
+    return wr.Report(
+        entity=entity,
+        project=project,
+        title=report_title(group),
+        description=f"Runs of the W&B group {group}, which vary {', '.join(keys)}.",
+        blocks=blocks,
+    )
+
+
+def report_title(group: str) -> str:
+    """The title of the report on ``group``; saving again updates the report of that title."""
+    return f"hat sweep {group}"
+
+
+def describe(value: Any) -> Any:
+    """``value`` as JSON data. A wandb_workspaces object becomes ``{"type": its class name, field:
+    value, ...}`` with its public fields, less those that are None or empty (left to W&B's
+    defaults); ids and state loaded from a server are private fields and left out."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        described = {"type": type(value).__name__}
+        for field in dataclasses.fields(value):
+            item = getattr(value, field.name)
+            if not field.name.startswith("_") and not _empty(item):
+                described[field.name] = describe(item)
+        return described
+    if isinstance(value, dict):
+        return {str(key): describe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [describe(item) for item in value]
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)
+
+
+def _empty(value: Any) -> bool:
+    if isinstance(value, (list, tuple)):
+        return all(item is None for item in value)
+    return value is None or (isinstance(value, (str, dict)) and not value)

@@ -1,0 +1,68 @@
+"""explain.py: per-level attention maps of one image and one caption, drawn over the image."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from PIL import Image, ImageChops
+
+import hat
+from conftest import ROOT
+from hat.data.build import build_splits
+from hat.explain import HEADER, LABEL, VALUE, attention_figure, model_view, region_grid
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def example(retrieving_run, tmp_path_factory):
+    """The trained model, one test image saved as a file, and that image's first caption."""
+    retriever = hat.load(retrieving_run / "checkpoints" / "best.pt", device="cpu")
+    split = build_splits(retriever.config.dataset, retriever.config.seed)["test"]
+    path = tmp_path_factory.mktemp("explain") / "image.png"
+    split.load_image(split.records[3]).save(path)
+    return retriever, path, split.records[3].captions[0]
+
+
+def _expected_size(tokens: int, cell: int, levels: int = 3) -> tuple[int, int]:
+    return (1 + tokens) * cell, HEADER + levels * 2 * (LABEL + cell + VALUE)
+
+
+def test_the_figure_has_a_row_pair_per_level_and_a_column_per_token(example):
+    retriever, path, caption = example
+    tokens = retriever.tokens(caption)
+    assert tokens[0] == "[CLS]" and tokens[-1] == "[SEP]"
+    figure = attention_figure(retriever, path, caption, cell=48)
+    assert figure.size == _expected_size(len(tokens), 48)
+    assert len(set(figure.getdata())) > 500  # heat-maps over the image, not a blank canvas
+    other = attention_figure(retriever, path, "two small green discs at the top", cell=48)
+    assert other.size != figure.size or ImageChops.difference(figure, other).getbbox() is not None
+    assert attention_figure(retriever, path, caption, cell=32, max_words=3).size == _expected_size(3, 32)
+
+
+def test_the_maps_follow_the_image_the_model_sees():
+    wide = Image.new("RGB", (300, 100), (255, 0, 0))
+    assert model_view(wide, 64).size == (64, 64)
+    assert region_grid(64) == 8 and region_grid(1) == 1
+    with pytest.raises(ValueError, match="12 regions do not form a square grid"):
+        region_grid(12)
+
+
+def test_cli_writes_the_figure_and_names_a_missing_image(example, tmp_path):
+    retriever, path, caption = example
+    run = tmp_path / "run"
+    result = subprocess.run(
+        [sys.executable, "explain.py", f"checkpoint={retriever.source.path}", f"image={path}", f"caption={caption}",
+         "hardware=cpu", "cell=40", f"hydra.run.dir={run}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert Image.open(run / "attention.png").size == _expected_size(len(retriever.tokens(caption)), 40)
+    missing = subprocess.run(
+        [sys.executable, "explain.py", f"checkpoint={retriever.source.path}", f"image={tmp_path / 'none.png'}",
+         "caption=a dog", "hardware=cpu", f"hydra.run.dir={tmp_path / 'run2'}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert missing.returncode == 2 and "none.png" in missing.stderr and "Traceback" not in missing.stderr
