@@ -1,6 +1,6 @@
-"""SIGKILL at random moments, some of them in the middle of a checkpoint write: `resume=auto` always
-continues from an intact checkpoint, and the run ends with results.json and the weights of a run
-that was never killed."""
+"""SIGKILL at random moments (a random number of steps into a resumed run, or in the middle of a
+checkpoint write): `resume=auto` always continues from an intact checkpoint, and the run ends with
+results.json and the weights of a run that was never killed."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import time
 import pytest
 import torch
 
-from conftest import ROOT
+from conftest import ROOT, wait_for_step
 from hat.engine.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.slow
@@ -60,7 +60,11 @@ def test_sigkill_at_random_moments_always_resumes_from_an_intact_checkpoint(tmp_
             caught = _kill_during_a_write(process, checkpoints)
             caught_mid_write += caught and any(checkpoints.glob(".*.tmp"))
         else:
-            time.sleep(rng.uniform(1.5, 7.0))
+            # A few steps past where it resumed (fewer than an epoch's five, so the 10 kills cannot
+            # carry the run to its end whatever the machine's speed), then a random fraction of a step.
+            start = load_checkpoint(checkpoints / "last.pt")["step"] if (checkpoints / "last.pt").exists() else 0
+            wait_for_step(run_dir / "metrics.jsonl", start + rng.randint(0, 4), process)
+            time.sleep(rng.uniform(0.0, 0.3))
             os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=60)
         assert process.returncode == -signal.SIGKILL, f"kill {kill} (seed {seed}): the run ended on its own first"
