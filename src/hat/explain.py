@@ -43,17 +43,21 @@ def region_grid(count: int) -> int:
 
 
 def attention_figure(
-    retriever: Retriever, image: ImageInput, caption: str, cell: int = 96, max_words: int = 16
+    retriever: Retriever, image: ImageInput, caption: str, cell: int = 96, max_words: int = 16,
+    full_width: bool = False,
 ) -> Image.Image:
     """The figure for ``image`` and ``caption``: per level a t2i row and an i2t row of ``cell``-pixel
-    maps, one column per token (the first ``max_words`` of them), the image in the first column."""
+    maps, one column per token (the first ``max_words`` of them), the image in the first column.
+    ``full_width``: always ``max_words`` token columns wide (blank past the caption's tokens), so
+    that the figures of different captions share one size."""
     picture = as_rgb(image)
     levels = retriever.attention(picture, caption)
     tokens = retriever.tokens(caption)[: levels[0].t2i.shape[0]]
     view = model_view(picture, retriever.image_size)
     shown = tokens[:max_words]
     row = LABEL + cell + VALUE
-    figure = Image.new("RGB", ((1 + len(shown)) * cell, HEADER + 2 * row * len(levels)), BACKGROUND)
+    columns = max_words if full_width else len(shown)
+    figure = Image.new("RGB", ((1 + columns) * cell, HEADER + 2 * row * len(levels)), BACKGROUND)
     draw = ImageDraw.Draw(figure)
     cut = f"  (first {len(shown)} of {len(tokens)} tokens)" if len(shown) < len(tokens) else ""
     draw.text((4, 5), fit_text(draw, f"“{caption}”{cut}", figure.width - 8, 14), fill=INK, font=font(14))

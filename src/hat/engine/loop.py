@@ -465,7 +465,7 @@ class TrainingRun:
         examples, split = self.cfg.logger.examples, self.splits["val"]
         retriever = Retriever(self.model, self.cfg, self.collator.tokenizer, self.runtime)
         return attention_figure(retriever, split.load_image(split.records[image]), caption,
-                                examples.attention_cell, examples.attention_words)
+                                examples.attention_cell, examples.attention_words, full_width=True)
 
     def test(self) -> TrainOutcome:
         """Test the best checkpoint, print the table, write ``results.json``."""
