@@ -38,7 +38,6 @@ def main(out: Path, chunks: int) -> None:
     torch.manual_seed(0)
     model = build_model(cfg)
     model.eval()  # no dropout: both runs must compute the same function
-    model.feature_gather = distributed.gather_with_grad
     loss_fn = build_loss(cfg.loss)
     splits = build_splits(cfg.dataset, cfg.seed)
     collator = CaptionCollator(build_tokenizer(cfg.encoder.text), cfg.encoder.text.max_length, pad_to_max_length=True)

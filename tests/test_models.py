@@ -73,8 +73,8 @@ def test_scores_do_not_depend_on_how_much_a_caption_is_padded(tiny_model):
         key: torch.cat([value, torch.zeros(1, 7, dtype=value.dtype)], dim=1) for key, value in short.items()
     }
     with torch.no_grad():
-        plain = model(images, short["input_ids"], short["attention_mask"])
-        extra = model(images, padded["input_ids"], padded["attention_mask"])
+        plain = model.score(*model(images, short["input_ids"], short["attention_mask"]))
+        extra = model.score(*model(images, padded["input_ids"], padded["attention_mask"]))
     torch.testing.assert_close(plain, extra, rtol=1e-5, atol=1e-6)
 
 
@@ -136,7 +136,7 @@ def test_grad_checkpointing_gives_the_same_loss_and_gradients(tiny_model):
 
     def loss_and_grads():
         model.zero_grad()
-        loss = model(images, tokens["input_ids"], tokens["attention_mask"]).diagonal().sum()
+        loss = model.score(*model(images, tokens["input_ids"], tokens["attention_mask"])).diagonal().sum()
         loss.backward()
         return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 

@@ -43,7 +43,6 @@ from hat.engine.distributed import (
     barrier,
     from_environment,
     gather_objects,
-    gather_with_grad,
     init_process_group,
     shutdown_process_group,
     timeout_error,
@@ -210,7 +209,6 @@ class TrainingRun:
             load_weights(open_weight_source(Path(cfg.init_weights)), self.model)
             log.info("initial weights from %s", cfg.init_weights)
         self.model.set_grad_checkpointing(bool(cfg.hardware.get("grad_checkpointing", False)))
-        self.model.feature_gather = gather_with_grad  # global negatives: every rank scores the whole global batch
         log.info("model: %.1fM parameters", sum(p.numel() for p in self.model.parameters()) / 1e6)
 
     # -- checkpoints -------------------------------------------------------------------------

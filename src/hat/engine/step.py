@@ -18,8 +18,20 @@ from torch import nn
 
 from hat.data.device_decode import images_on
 from hat.engine.checkpoint import capture_rng_state, restore_rng_state
+from hat.engine.distributed import gather_with_grad
 from hat.engine.runtime import Runtime
 from hat.models.hat import HATModel
+
+
+def global_scores(
+    model: HATModel, images: list[torch.Tensor], captions: list[torch.Tensor], lengths: torch.Tensor
+) -> torch.Tensor:
+    """Fused scores of the global batch: this process's features gathered from every process (with
+    their gradient, see :func:`hat.engine.distributed.gather_with_grad`), so the loss sees every
+    process's negatives; ``(N * B, N * B)`` for N processes of B pairs (``(B, B)`` alone)."""
+    return model.score(
+        [gather_with_grad(x) for x in images], [gather_with_grad(x) for x in captions], gather_with_grad(lengths)
+    )
 
 
 def training_step(
@@ -31,16 +43,17 @@ def training_step(
     scaler: torch.amp.GradScaler,
     chunks: int = 1,
 ) -> torch.Tensor:
-    """Forward and backward of ``loss_fn`` on ``batch``; returns the (unscaled) loss.
+    """Forward and backward of ``loss_fn`` on the global batch's scores (:func:`global_scores`);
+    returns the (unscaled) loss.
 
     ``wrapped`` is what runs the encoders (the model, or its DDP/compiled wrapper); ``model`` is
-    the bare :class:`HATModel`. Gradients land in the parameters, scaled by ``scaler``.
+    the bare :class:`HATModel`, which scores. Gradients land in the parameters, scaled by ``scaler``.
     """
     ids, mask = (batch[key].to(runtime.device, non_blocking=True) for key in ("input_ids", "attention_mask"))
     images = images_on(batch["images"], runtime.device)
     if chunks == 1:
         with runtime.autocast():
-            loss = loss_fn(wrapped(images, ids, mask))
+            loss = loss_fn(global_scores(model, *wrapped(images, ids, mask)))
         scaler.scale(loss).backward()
         return loss.detach()
 
@@ -50,13 +63,13 @@ def training_step(
         for piece in pieces:
             rng_states.append(capture_rng_state())
             with runtime.autocast():
-                cached.append(wrapped(*piece, features_only=True))
+                cached.append(wrapped(*piece))
     levels = len(cached[0][0])
     image_feats = [torch.cat([c[0][k] for c in cached]).detach().requires_grad_() for k in range(levels)]
     caption_feats = [torch.cat([c[1][k] for c in cached]).detach().requires_grad_() for k in range(levels)]
     lengths = torch.cat([c[2] for c in cached])
     with runtime.autocast():
-        loss = loss_fn(model.score(image_feats, caption_feats, lengths))
+        loss = loss_fn(global_scores(model, image_feats, caption_feats, lengths))
     scaler.scale(loss).backward()
 
     sizes = [piece[0].shape[0] for piece in pieces]
@@ -69,7 +82,7 @@ def training_step(
         sync = contextlib.nullcontext() if last or not hasattr(wrapped, "no_sync") else wrapped.no_sync()
         with sync:
             with runtime.autocast():
-                image_levels, caption_levels, _ = wrapped(*piece, features_only=True)
+                image_levels, caption_levels, _ = wrapped(*piece)
             torch.autograd.backward(
                 [*image_levels, *caption_levels],
                 [*(g[index] for g in image_grads), *(g[index] for g in caption_grads)],

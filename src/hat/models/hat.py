@@ -1,8 +1,6 @@
-"""HAT: two-stream encoders aligned at several levels by SCAN cross attention (DESIGN.md §2)."""
+"""HAT: two-stream encoders aligned at several levels by SCAN cross attention (docs/model.md)."""
 
 from __future__ import annotations
-
-from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -41,10 +39,6 @@ class HATModel(nn.Module):
         self.direction = direction
         self.smooth = smooth
         self.block_elements = block_elements
-        # Applied to the batch's features (and lengths) before scoring in forward(); training under
-        # torch.distributed sets it to a gather across processes, so every process scores the
-        # global batch (global negatives).
-        self.feature_gather: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     @property
     def num_levels(self) -> int:
@@ -91,21 +85,15 @@ class HATModel(nn.Module):
         return self.encode_images(images), captions, lengths
 
     def score(self, images: list[torch.Tensor], captions: list[torch.Tensor], lengths: torch.Tensor) -> torch.Tensor:
-        """Fused scores of encoded features, after :attr:`feature_gather` when set (global negatives)."""
-        if self.feature_gather is not None:
-            images = [self.feature_gather(x) for x in images]
-            captions = [self.feature_gather(x) for x in captions]
-            lengths = self.feature_gather(lengths)
+        """Fused ``(I, C)`` scores of encoded features: the sum of :meth:`level_similarities`."""
         return fuse_levels(self.level_similarities(images, captions, lengths))
 
     def forward(
-        self, images: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor, features_only: bool = False
-    ):
-        """Fused ``(B, C)`` scores of every image in the batch against every caption (of the global
-        batch, ``(N * B, N * B)``, when :attr:`feature_gather` gathers N processes); with
-        ``features_only``, what :meth:`encode` returns (the first half of a GradCache step)."""
-        features = self.encode(images, input_ids, attention_mask)
-        return features if features_only else self.score(*features)
+        self, images: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
+        """:meth:`encode` (what DDP and torch.compile wrap). The model only encodes and scores:
+        the training step gathers the features of all processes before it scores them."""
+        return self.encode(images, input_ids, attention_mask)
 
 
 def resolve_taps(cfg) -> tuple[list[int], list[int]]:
