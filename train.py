@@ -11,7 +11,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from hat.config import ConfigError
 from hat.data.problems import DatasetError
 from hat.engine.distributed import CollectiveTimeout, from_environment, run_stamp
-from hat.engine.loop import TrainingDiverged, train
+from hat.engine.failures import TrainingDiverged, last_line
+from hat.engine.loop import train
 from hat.engine.preemption import EXIT_PREEMPTED, Preempted, PreemptionSignals, in_submitit_job, requeue_through_submitit
 from hat.wandb_tracker import override_tags, sweep_group
 
@@ -47,20 +48,13 @@ def label_run(cfg: DictConfig) -> None:
             cfg.logger.group = sweep_group(hydra_cfg.runtime.choices.get("sweeps"), hydra_cfg.sweep.dir)
 
 
-def _one_line(error: BaseException) -> str:
-    """An error's message as the user needs it: a DataLoader worker's error arrives wrapped in the
-    worker's traceback, whose last line is the original message."""
-    lines = str(error).strip().splitlines()
-    return lines[-1] if lines and lines[0].startswith("Caught ") else str(error)
-
-
 def _fail(error: BaseException, code: int):
     """A single run prints the error and exits with ``code``; a multirun job raises it instead, so
     that the launcher records the job's failure (Hydra's sweepers, submitit's result file) and
     the other jobs of the sweep still run."""
     if HydraConfig.get().mode == RunMode.MULTIRUN:
         raise error
-    print(f"error: {_one_line(error)}", file=sys.stderr)
+    print(f"error: {last_line(error)}", file=sys.stderr)
     sys.exit(code)
 
 

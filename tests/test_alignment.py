@@ -1,4 +1,4 @@
-"""SCAN stacked cross attention (hat.alignment) against a per-pair reference from DESIGN.md §2.
+"""SCAN stacked cross attention (hat.alignment) against a per-pair reference from docs/model.md.
 
 Covers: agreement with a plain float64 per-pair implementation for both directions, ragged
 caption lengths and several block sizes; padding that holds anything (large values, NaN);
@@ -21,7 +21,7 @@ SMOOTH = 9.0
 
 
 def reference_pair(region_feats: torch.Tensor, word_feats: torch.Tensor, direction: str, smooth: float) -> torch.Tensor:
-    """DESIGN.md §2 for one image ``(R, d)`` and one caption's valid words ``(L, d)``, in float64."""
+    """The equations of docs/model.md for one image ``(R, d)`` and one caption's valid words ``(L, d)``, in float64."""
     v, t = region_feats.double(), word_feats.double()
     if direction == "i2t":
         attn = F.leaky_relu(t @ v.T, 0.1)  # (L, R): word w against region r

@@ -109,12 +109,13 @@ def test_dataset_root_without_its_annotation_file_names_the_file(tmp_path):
 
 def test_bad_values_fail_before_the_model_is_built(monkeypatch, tmp_path, tiny_config):
     import hat.engine.loop as loop
+    import hat.engine.training_parts as parts
 
     def must_not_run(*args, **kwargs):
         raise AssertionError("work started before the config was checked")
 
-    monkeypatch.setattr(loop, "build_model", must_not_run)
-    monkeypatch.setattr(loop, "build_splits", must_not_run)
+    monkeypatch.setattr(parts, "build_model", must_not_run)
+    monkeypatch.setattr(parts, "build_splits", must_not_run)
     with pytest.raises(ConfigError, match="alignment.smooth"):
         loop.train(tiny_config("alignment.smooth=0"), tmp_path)
 

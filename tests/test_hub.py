@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import http.server
 import subprocess
 import sys
+import threading
 import time
 
+import huggingface_hub
 import pytest
 import torch
 from omegaconf import OmegaConf
@@ -36,6 +39,56 @@ def test_offline_reason_names_the_variable_or_the_unreachable_host(monkeypatch, 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     hub.hub_offline_reason.cache_clear()
     assert hub.hub_offline_reason() == "HF_HUB_OFFLINE=1 is set"
+
+
+def test_offline_mode_of_huggingface_hub_is_honoured(monkeypatch, offline_hub):
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # as if set before its import
+    assert "huggingface_hub is in offline mode" in hub.hub_offline_reason()
+
+
+class _Proxy(http.server.BaseHTTPRequestHandler):
+    """An HTTP proxy that answers every HEAD itself with :attr:`status` and records the URLs asked for."""
+
+    status = 200
+    asked: list[str] = []
+
+    def do_HEAD(self):
+        self.asked.append(self.path)
+        self.send_response(self.status)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def hub_behind_proxy(monkeypatch, offline_hub):
+    """``HF_ENDPOINT`` names a host no resolver knows, so only ``HTTP_PROXY``, a local :class:`_Proxy`, can answer."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Proxy)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    for variable in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+        monkeypatch.delenv(variable, raising=False)
+        monkeypatch.delenv(variable.upper(), raising=False)
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{server.server_port}")
+    monkeypatch.setenv("HF_ENDPOINT", "http://hub.invalid")
+    _Proxy.asked = []
+    huggingface_hub.close_session()  # the session reads the proxy settings when it is created
+    yield _Proxy
+    huggingface_hub.close_session()
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize("status", [200, 404, 503])
+def test_the_probe_goes_through_the_proxy_and_a_gateway_error_is_no_answer(monkeypatch, hub_behind_proxy, status):
+    monkeypatch.setattr(hub_behind_proxy, "status", status)
+    reason = hub.hub_offline_reason()
+    assert hub_behind_proxy.asked == ["http://hub.invalid/"]
+    if status < 500:
+        assert reason is None
+    else:
+        assert "hub.invalid:80 cannot be reached (HTTP 503" in reason
 
 
 def _image_cfg(**extra):

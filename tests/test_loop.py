@@ -153,17 +153,18 @@ def test_compiled_training_on_a_gpu_matches_eager_training(tmp_path, tiny_config
 
 def test_a_non_finite_loss_stops_training_naming_the_step_and_keeps_last(tmp_path, tiny_config, monkeypatch):
     import hat.engine.loop as loop
+    import hat.engine.training_run as training_run
 
     small = ("dataset.num_train=8", "logger=none")  # 5 steps an epoch
     train(tiny_config("train.epochs=1", *small), tmp_path)
-    real, calls = loop.training_step, []
+    real, calls = training_run.training_step, []
 
     def step(*args, **kwargs):
         calls.append(1)
         loss = real(*args, **kwargs)
         return loss * float("nan") if len(calls) == 2 else loss
 
-    monkeypatch.setattr(loop, "training_step", step)
+    monkeypatch.setattr(training_run, "training_step", step)
     with pytest.raises(loop.TrainingDiverged, match=r"loss is nan at step 7 \(epoch 1, batch 2\).*last.pt \(step 5\) is kept"):
         train(tiny_config("train.epochs=2", "resume=auto", *small), tmp_path)
     last = load_checkpoint(tmp_path / "checkpoints" / "last.pt")

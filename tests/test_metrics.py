@@ -1,4 +1,4 @@
-"""Retrieval metrics (hat.metrics) against DESIGN.md §3 and torchmetrics, and metric names.
+"""Retrieval metrics (hat.metrics) against docs/evaluation.md and torchmetrics, and metric names.
 
 Covers: R@1/5/10 both ways agreeing with torchmetrics on random score matrices; a hand-worked
 example with exact recalls and ranks; perfect and constant scores (ties count against the

@@ -1,4 +1,4 @@
-"""Encoders return the tapped levels with the shapes of DESIGN.md §2; projections, norms and freezing."""
+"""Encoders return the tapped levels with the shapes of docs/model.md; projections, norms and freezing."""
 
 from __future__ import annotations
 

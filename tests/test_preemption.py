@@ -18,6 +18,7 @@ import pytest
 import torch
 
 import hat.engine.loop as loop
+import hat.engine.training_run as training_run
 from conftest import ROOT, TINY_RUN, wait_for_step
 from hat.engine.checkpoint import load_checkpoint
 from hat.engine.preemption import (
@@ -35,7 +36,7 @@ RUN = [*TINY_RUN, "train.epochs=3", "train.log_every=1", "logger=none"]
 
 def _signal_at_step(monkeypatch, signum, at_step: int, times: int = 1) -> None:
     """Make the training step raise ``signum`` (``times`` times) in the middle of step ``at_step``."""
-    real, calls = loop.training_step, []
+    real, calls = training_run.training_step, []
 
     def step(*args, **kwargs):
         calls.append(1)
@@ -44,12 +45,12 @@ def _signal_at_step(monkeypatch, signum, at_step: int, times: int = 1) -> None:
                 signal.raise_signal(signum)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(loop, "training_step", step)
+    monkeypatch.setattr(training_run, "training_step", step)
 
 
 def _signal_while_scoring(monkeypatch, signum, split: str) -> None:
     """Make the first scoring of ``split`` (val or test) receive ``signum`` halfway."""
-    real, sent = loop.score_split, []
+    real, sent = training_run.score_split, []
 
     def score(model, data, *args, **kwargs):
         if data.name == split and not sent:
@@ -57,7 +58,7 @@ def _signal_while_scoring(monkeypatch, signum, split: str) -> None:
             signal.raise_signal(signum)
         return real(model, data, *args, **kwargs)
 
-    monkeypatch.setattr(loop, "score_split", score)
+    monkeypatch.setattr(training_run, "score_split", score)
 
 
 @pytest.mark.parametrize("signum", STOP_SIGNALS, ids=[s.name for s in STOP_SIGNALS])
@@ -74,14 +75,14 @@ def test_each_stop_signal_finishes_the_step_and_writes_last(tmp_path, tiny_confi
 
 def test_a_second_signal_while_stopping_still_ends_with_last_written(tmp_path, tiny_config, monkeypatch):
     _signal_at_step(monkeypatch, signal.SIGTERM, at_step=2, times=2)
-    real_save, during_save = loop.save_checkpoint, []
+    real_save, during_save = training_run.save_checkpoint, []
 
     def save(state, path):
         during_save.append(path.name)
         signal.raise_signal(signal.SIGINT)  # a third one, in the middle of writing `last`
         real_save(state, path)
 
-    monkeypatch.setattr(loop, "save_checkpoint", save)
+    monkeypatch.setattr(training_run, "save_checkpoint", save)
     with pytest.raises(Preempted, match="SIGTERM at step 2"):
         loop.train(tiny_config("train.epochs=1", "logger=none"), tmp_path)
     assert during_save == ["last.pt"]

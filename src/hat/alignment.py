@@ -1,4 +1,4 @@
-"""SCAN-style stacked cross attention between image regions and caption words (DESIGN.md §2).
+"""SCAN-style stacked cross attention between image regions and caption words (docs/model.md).
 
 The similarity of one image and one caption at one level:
 

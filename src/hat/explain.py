@@ -89,3 +89,13 @@ def _draw_level(figure, draw, view, level: PairAttention, number: int, tokens: l
             draw.text((x + 2, y + 1), fit_text(draw, token, cell - 4, 12), fill=INK, font=font(12))
             figure.paste(heat_overlay(view, weights, cell, peak), (x, y + LABEL))
             draw.text((x + 2, y + LABEL + cell + 1), f"peak {float(weights.max()):.2f}", fill=MUTED, font=font(10))
+
+
+def split_attention_figure(model, cfg, tokenizer, runtime, split, image: int, caption: str) -> Image.Image:
+    """The figure of image ``image`` of a dataset ``split`` and ``caption``, for a model in training
+    (as it is: its device and mode stay), sized by ``logger.examples`` (``attention_cell``,
+    ``attention_words``, every figure ``attention_words`` columns wide)."""
+    examples = cfg.logger.examples
+    retriever = Retriever(model, cfg, tokenizer, runtime)
+    return attention_figure(retriever, split.load_image(split.records[image]), caption,
+                            examples.attention_cell, examples.attention_words, full_width=True)

@@ -1,4 +1,4 @@
-"""Recall@K and rank statistics for image-text retrieval (DESIGN.md §3), and metric names."""
+"""Recall@K and rank statistics for image-text retrieval (docs/evaluation.md), and metric names."""
 
 from __future__ import annotations
 

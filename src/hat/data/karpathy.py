@@ -1,4 +1,4 @@
-"""Flickr30K and MSCOCO in the Karpathy-split JSON layout (DESIGN.md §4).
+"""Flickr30K and MSCOCO in the Karpathy-split JSON layout (docs/data.md).
 
 The JSON is checked whole before training: every unusable image entry (unknown split, wrong
 caption count, empty or invalid caption) is reported, each naming the file, the entry's index and

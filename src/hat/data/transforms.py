@@ -1,4 +1,4 @@
-"""Image transforms of HAT's recipe (DESIGN.md §2), with ImageNet normalisation."""
+"""Image transforms of HAT's recipe (docs/data.md), with ImageNet normalisation."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""MSCOCO in the VSE++/SCAN layout that HAT reads (DESIGN.md §4), with plain JSON.
+"""MSCOCO in the VSE++/SCAN layout that HAT reads (docs/data.md), with plain JSON.
 
 ``ROOT/annotations/captions_{train,val}2014.json`` are the standard COCO caption files (``images``
 with ``id``/``file_name``, ``annotations`` with ``id``/``image_id``/``caption``).

@@ -10,6 +10,7 @@ A checkpoint is a plain dict:
 - ``step``: optimizer steps taken; ``batch``: batches done in the unfinished epoch ``epoch``
   (0 at an epoch boundary), where a resumed run continues;
 - ``best_metric``, ``best_epoch``: the best value of ``train.monitor`` so far and its epoch;
+- ``validated_step``: the step of the last finished validation (see :class:`TrainingState`);
 - ``rng``: one ``{"torch": CPU state, "cuda": [per-device states]}`` per process, in rank order;
 - ``config``: the resolved run config as a plain dict;
 - ``tracker_run_id``: the W&B run a resumed training continues (``None`` without one).
@@ -17,9 +18,11 @@ A checkpoint is a plain dict:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from hat.atomic import atomic_write
 from hat.config import ConfigError
@@ -27,6 +30,50 @@ from hat.models.weights import read_torch_file
 
 CHECKPOINT_FORMAT = 1
 REQUIRED_KEYS = ("format", "model", "config")
+COUNTERS = ("epoch", "step", "batch", "best_metric", "best_epoch", "validated_step")
+
+
+@dataclass
+class TrainingState:
+    """What a training changes as it goes and a resumed run continues from: the model, the loss
+    module, the optimizer, the scheduler and the gradient scaler, and the counters.
+
+    ``epoch``: finished epochs; ``step``: optimizer steps; ``batch``: batches done in the
+    unfinished epoch; ``best_metric``/``best_epoch``: the best validation monitor so far;
+    ``validated_step``: the step of the last finished validation.
+    """
+
+    model: nn.Module
+    loss: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    epoch: int = 0
+    step: int = 0
+    batch: int = 0
+    best_metric: float | None = None
+    best_epoch: int | None = None
+    validated_step: int = 0
+
+    MODULES = ("model", "loss", "optimizer", "scheduler", "scaler")
+
+    def state_dict(self) -> dict:
+        """The state dicts of the modules and the counters, under the checkpoint's keys."""
+        return {
+            **{name: getattr(self, name).state_dict() for name in self.MODULES},
+            **{name: getattr(self, name) for name in COUNTERS},
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Load a checkpoint's training state (``validated_step`` defaults to ``step``, as in
+        checkpoints written before it existed). Raises KeyError naming what is missing."""
+        missing = [key for key in (*self.MODULES, *COUNTERS[:-1]) if key not in state]
+        if missing:
+            raise KeyError(", ".join(missing))
+        for name in self.MODULES:
+            getattr(self, name).load_state_dict(state[name])
+        for name in COUNTERS:
+            setattr(self, name, state.get(name, state["step"]))
 
 
 def save_checkpoint(state: dict, path: Path) -> None:

@@ -10,13 +10,13 @@ from omegaconf import OmegaConf
 from hat.config import ConfigError, to_plain
 from hat.data.build import build_splits, check_dataset_root
 from hat.data.datasets import CaptionCollator
-from hat.engine.evaluation import protocol_tables, score_split
+from hat.engine.evaluation import score_split
 from hat.engine.runtime import resolve_runtime
+from hat.engine.test_report import report_scores
 from hat.models.export import export_model, model_card
 from hat.models.loading import rebuild, rebuild_config
 from hat.models.weight_sources import open_weight_source
 from hat.provenance import provenance
-from hat.results import format_tables, write_results
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
@@ -69,17 +69,11 @@ def evaluate_checkpoint(
     log.info("evaluating %s (%s, epoch %s) on %s/%s", checkpoint, source.kind, source.epoch, cfg.dataset.name, split)
     protocols = to_plain(cfg.dataset.get("test_protocols")) if split == "test" else None
     sims = score_split(model, data, collator, cfg.encoder.image.image_size, runtime, batch_size)
-    metrics = protocol_tables(sims, split, data.captions_per_image, protocols, fused_levels)
-    table = format_tables(metrics, split, model.num_levels, protocols, fused_levels)
     title = f"{cfg.dataset.name} {split}"
-    print(f"\n{title}, {checkpoint}:\n" + table)
-    write_results(
-        run_dir / "results.json",
-        metrics,
-        checkpoint=str(checkpoint),
-        epoch=source.epoch,
-        fused_levels=fused_levels or list(range(1, model.num_levels + 1)),
-        provenance=provenance(config),
+    metrics, table = report_scores(
+        sims, split, data.captions_per_image, protocols, f"{title}, {checkpoint}", run_dir / "results.json",
+        fused_levels, extra={"checkpoint": str(checkpoint), "epoch": source.epoch, "provenance": provenance(config),
+                             "fused_levels": fused_levels or list(range(1, model.num_levels + 1))},
     )
     if export is not None:
         card = model_card(config, Path(checkpoint), f"Recall on {title}", table)

@@ -1,4 +1,4 @@
-"""Encode a split once and score every image against every caption, per level and fused (DESIGN.md §3)."""
+"""Encode a split once and score every image against every caption, per level and fused (docs/evaluation.md)."""
 
 from __future__ import annotations
 

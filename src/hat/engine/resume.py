@@ -13,6 +13,9 @@ import shutil
 from pathlib import Path
 
 from hat.atomic import atomic_write
+from hat.config import ConfigError
+from hat.engine.checkpoint import TrainingState, load_checkpoint, restore_rng_state
+from hat.engine.distributed import gather_objects
 
 log = logging.getLogger(__name__)
 
@@ -72,3 +75,48 @@ def carry_best(resume: Path, checkpoints: Path) -> bool:
         atomic_write(own, lambda handle: shutil.copyfileobj(reader, handle))
     log.info("copied %s to %s: the best checkpoint so far comes along with the resumed run", source, own)
     return True
+
+
+def resume_training(resume, checkpoints: Path, state: TrainingState, config: dict, ranks) -> tuple[Path, str | None] | None:
+    """Load the checkpoint ``resume`` names (see :func:`resume_path`) into ``state`` and this rank's
+    RNG; warn (rank 0) for each setting of ``config`` the checkpoint overrides; bring its folder's
+    best checkpoint into ``checkpoints`` (:func:`keep_best`). Returns ``(path, W&B run id)``, or
+    None when there is nothing to resume."""
+    path = resume_path(resume, checkpoints)
+    if path is None:
+        return None
+    checkpoint = load_checkpoint(path)
+    try:
+        state.load_state_dict(checkpoint)
+    except KeyError as missing:
+        raise ConfigError(
+            f"resume={path}: the checkpoint holds no training state ({missing.args[0]} missing); "
+            f"start from its weights with init_weights={path} instead"
+        ) from None
+    restore_rng_state(own_rng_state(checkpoint["rng"], ranks))
+    if ranks.is_main:
+        for line in settings_not_applied(checkpoint["config"], config):
+            log.warning("resume: %s", line)
+    keep_best(path, checkpoints, state, ranks)
+    log.info("resumed from %s at epoch %d, batch %d, step %d", path, state.epoch, state.batch, state.step)
+    return path, checkpoint.get("tracker_run_id")
+
+
+def keep_best(path: Path, checkpoints: Path, state: TrainingState, ranks) -> None:
+    """Make sure the best checkpoint ``state``'s counters speak of is in ``checkpoints``: copied from
+    the resumed checkpoint's folder, or, when there is none, chosen afresh by the next validation."""
+    if state.best_metric is None:
+        return
+    has_best = gather_objects(carry_best(path, checkpoints) if ranks.is_main else None)[0]
+    if not has_best:
+        log.warning("resume: no best.pt beside %s; the next validation chooses the best checkpoint afresh", path)
+        state.best_metric = state.best_epoch = None
+        state.validated_step = -1
+
+
+def own_rng_state(states: list[dict], ranks) -> dict:
+    """This rank's saved RNG state; a run resumed on another number of processes reseeds its extra ranks."""
+    if len(states) == ranks.world_size:
+        return states[ranks.rank]
+    log.warning("the checkpoint holds RNG states of %d processes, this run has %d", len(states), ranks.world_size)
+    return states[min(ranks.rank, len(states) - 1)]

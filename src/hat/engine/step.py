@@ -15,12 +15,23 @@ import contextlib
 
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from hat.data.device_decode import images_on
 from hat.engine.checkpoint import capture_rng_state, restore_rng_state
 from hat.engine.distributed import gather_with_grad
 from hat.engine.runtime import Runtime
 from hat.models.hat import HATModel
+
+
+def wrap_for_training(model: HATModel, ranks, runtime: Runtime) -> nn.Module:
+    """The model as the step calls it: DDP across processes (which syncs exactly the parameters that
+    require grad now, so it is wrapped again when the freeze schedule changes them), compiled on GPUs."""
+    wrapped = model
+    if ranks.enabled:
+        device_ids = [runtime.device.index] if runtime.device.type == "cuda" else None
+        wrapped = DistributedDataParallel(model, device_ids=device_ids)
+    return runtime.compiled(wrapped)
 
 
 def global_scores(

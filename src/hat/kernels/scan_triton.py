@@ -1,4 +1,4 @@
-"""Fused Triton kernels for the SCAN similarity (DESIGN.md §2), forward only.
+"""Fused Triton kernels for the SCAN similarity (docs/model.md), forward only.
 
 One program scores one image against ``BLOCK_C`` captions and keeps every region x word score
 tile on chip: nothing of size ``(I, C, R, W)`` or ``(I, C, R, d)`` is ever written to memory.

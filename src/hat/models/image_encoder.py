@@ -14,7 +14,7 @@ from hat.models.weights import load_state_dict_file
 
 
 class ImageEncoder(nn.Module):
-    """Tapped token maps of a timm backbone, each through its own LayerNorm (DESIGN.md §2).
+    """Tapped token maps of a timm backbone, each through its own LayerNorm (docs/model.md).
 
     A tap at the backbone's last stage/layer goes through the backbone's own final norm
     (pretrained) when it has one (Swin, ViT). Every other stage/layer ``s`` has a new LayerNorm

@@ -1,0 +1,111 @@
+"""Everything a training is made of, built from its config: data, model, loader, loss, optimisation."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from itertools import chain
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from hat.config import ConfigError
+from hat.data.build import build_splits
+from hat.data.datasets import CaptionCollator, EpochShuffleSampler, PairDataset
+from hat.data.device_decode import EncodedTrainCrop, read_jpeg_bytes
+from hat.data.records import CaptionedImages
+from hat.data.transforms import train_transform
+from hat.engine.checkpoint import TrainingState
+from hat.engine.preemption import ignore_stop_signals
+from hat.engine.runtime import Runtime
+from hat.losses import build_loss
+from hat.models.hat import HATModel, build_model
+from hat.models.text_encoder import build_tokenizer
+from hat.models.weight_sources import load_weights, open_weight_source
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainingParts:
+    """The built pieces of a training: ``splits`` (train, val, test), the caption ``collator``, the
+    training ``pairs``, their ``sampler`` and ``loader``, the ``state`` the steps change, and the
+    ``parameters`` the optimizer (and gradient clipping) see."""
+
+    splits: dict[str, CaptionedImages]
+    collator: CaptionCollator
+    pairs: PairDataset
+    sampler: EpochShuffleSampler
+    loader: DataLoader
+    state: TrainingState
+    parameters: list[torch.nn.Parameter]
+
+
+def build_training(cfg, config: dict, ranks, runtime: Runtime) -> TrainingParts:
+    """Build a training from a validated ``cfg``; ``config`` (the plain run config a checkpoint
+    stores) gets the text architecture actually built, so the model can be rebuilt offline."""
+    torch.manual_seed(cfg.seed)
+    splits = build_splits(cfg.dataset, cfg.seed)
+    accumulate = cfg.train.get("accumulate", 1)
+    _check_batch_fits(cfg, splits["train"], accumulate, ranks.world_size)
+    log.info("dataset %s: %s", cfg.dataset.name, {name: len(split) for name, split in splits.items()})
+    model = _build_model(cfg, config, runtime)
+    torch.manual_seed(cfg.seed + ranks.rank)  # same initial weights, a dropout stream per rank
+    # One caption width for all batches when chunks or processes exchange caption features, and
+    # when compiled (one shape, one graph).
+    collator = CaptionCollator(build_tokenizer(cfg.encoder.text), cfg.encoder.text.max_length,
+                               pad_to_max_length=ranks.enabled or accumulate > 1 or runtime.compile)
+    pairs, sampler, loader = _train_loader(cfg, splits["train"], collator, ranks, runtime)
+    loss = build_loss(cfg.loss).to(runtime.device)
+    parameters = list(chain(model.parameters(), loss.parameters()))
+    optimizer = torch.optim.Adam(parameters, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.optim.step_size, gamma=cfg.optim.gamma)
+    state = TrainingState(model, loss, optimizer, scheduler, runtime.grad_scaler())
+    return TrainingParts(splits, collator, pairs, sampler, loader, state, parameters)
+
+
+def _check_batch_fits(cfg, train: CaptionedImages, accumulate: int, processes: int) -> None:
+    """The global batch (``train.batch_size`` x chunks x processes) fits the training pairs."""
+    global_batch = cfg.train.batch_size * accumulate * processes
+    if train.num_pairs < global_batch:
+        raise ConfigError(
+            f"the global batch (train.batch_size={cfg.train.batch_size} x train.accumulate={accumulate} x "
+            f"{processes} processes = {global_batch}) exceeds the {train.num_pairs} training pairs of "
+            f"dataset={cfg.dataset.name}"
+        )
+
+
+def _build_model(cfg, config: dict, runtime: Runtime) -> HATModel:
+    model = build_model(cfg).to(runtime.device)
+    config["encoder"]["text"]["config"] = model.text_encoder.model.config.to_diff_dict()
+    if cfg.get("init_weights"):
+        load_weights(open_weight_source(Path(cfg.init_weights)), model)
+        log.info("initial weights from %s", cfg.init_weights)
+    model.set_grad_checkpointing(bool(cfg.hardware.get("grad_checkpointing", False)))
+    log.info("model: %.1fM parameters", sum(p.numel() for p in model.parameters()) / 1e6)
+    return model
+
+
+def _train_loader(cfg, split: CaptionedImages, collator: CaptionCollator, ranks, runtime: Runtime):
+    """``(pairs, sampler, loader)`` of the training split: each step's batch is this process's
+    ``train.batch_size x train.accumulate`` pairs, augmented as ``dataset`` says; with
+    ``hardware.image_decode=device`` the workers only read the files and draw the crops."""
+    augmentation = (cfg.encoder.image.image_size, cfg.dataset.train_crop_scale, cfg.dataset.train_hflip)
+    if cfg.hardware.get("image_decode", "cpu") == "device":
+        pairs = PairDataset(split, EncodedTrainCrop(*augmentation), cfg.seed, read=read_jpeg_bytes)
+    else:
+        pairs = PairDataset(split, train_transform(*augmentation), cfg.seed)
+    step_batch = cfg.train.batch_size * cfg.train.get("accumulate", 1)
+    sampler = EpochShuffleSampler(len(pairs), cfg.seed, step_batch, ranks.rank, ranks.world_size)
+    loader = DataLoader(
+        pairs,
+        batch_size=step_batch,
+        sampler=sampler,
+        collate_fn=collator,
+        num_workers=runtime.num_workers,
+        pin_memory=runtime.pin_memory,
+        worker_init_fn=ignore_stop_signals,
+        generator=torch.Generator().manual_seed(cfg.seed),
+    )
+    return pairs, sampler, loader
