@@ -207,3 +207,16 @@ def test_a_bad_wandb_mode_in_the_environment_stops_the_run_before_any_work(monke
     with pytest.raises(ConfigError, match=r"WANDB_MODE='sometimes' is not a W&B mode"):
         validate_train_config(compose_config("train", ["dataset=shapes"]))
     validate_train_config(compose_config("train", ["dataset=shapes", "logger.mode=offline"]))  # logger.mode wins
+
+
+def test_every_hardware_option_starts_from_the_one_base():
+    import yaml
+
+    options = sorted(p for p in (CONF / "hardware").glob("*.yaml") if p.stem != "base")
+    assert [p.stem for p in options] == ["auto", "cpu", "ddp", "gpu", "slurm"]
+    base = yaml.safe_load((CONF / "hardware" / "base.yaml").read_text())
+    for path in options:
+        defaults = yaml.safe_load(path.read_text())["defaults"]
+        assert defaults[0] in ("base", "/hardware/base@hardware"), path.name
+        hardware = compose_config("train", [f"hardware={path.stem}"]).hardware
+        assert set(hardware) == set(base), path.name  # no option adds or drops a setting
