@@ -1,4 +1,5 @@
-"""Draw a model's per-level attention: ``python explain.py checkpoint=PATH image=IMG caption="..."`` (see conf/explain.yaml)."""
+"""Draw a model's per-level attention: ``python explain.py checkpoint=PATH image=IMG caption="..."``
+(see conf/explain.yaml)."""
 
 import sys
 from pathlib import Path

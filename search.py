@@ -1,4 +1,5 @@
-"""Search with a trained model: ``python search.py checkpoint=PATH images=DIR query="two dogs on a beach"`` (see conf/search.yaml)."""
+"""Search with a trained model: ``python search.py checkpoint=PATH images=DIR query="two dogs on a beach"``
+(see conf/search.yaml)."""
 
 import sys
 from pathlib import Path

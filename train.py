@@ -13,7 +13,13 @@ from hat.data.problems import DatasetError
 from hat.engine.distributed import CollectiveTimeout, from_environment, run_stamp
 from hat.engine.failures import TrainingDiverged, last_line
 from hat.engine.loop import train
-from hat.engine.preemption import EXIT_PREEMPTED, Preempted, PreemptionSignals, in_submitit_job, requeue_through_submitit
+from hat.engine.preemption import (
+    EXIT_PREEMPTED,
+    Preempted,
+    PreemptionSignals,
+    in_submitit_job,
+    requeue_through_submitit,
+)
 from hat.wandb_tracker import override_tags, sweep_group
 
 EXIT_ERROR = 2  # a bad config or dataset: fix the input, do not retry as is

@@ -24,9 +24,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import measure, mib, pick_device, report  # noqa: E402
-from loop_reference import loop_similarity  # noqa: E402
-
 from hat.alignment import scan_similarity  # noqa: E402
+from loop_reference import loop_similarity  # noqa: E402
 
 SIZES = {
     "cpu": dict(images=100, captions=500, regions=[196], words=32, dim=256, dtype="float32"),

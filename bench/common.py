@@ -92,7 +92,8 @@ def machine(device: torch.device) -> str:
     """One line naming the hardware a table was measured on."""
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
-    return f"CPU {platform.processor() or platform.machine()} x {os.cpu_count()} cores, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    cpu = platform.processor() or platform.machine()
+    return f"CPU {cpu} x {os.cpu_count()} cores, {torch.get_num_threads()} threads, torch {torch.__version__}"
 
 
 def table(columns: list[str], rows: list[list]) -> str:
@@ -104,7 +105,9 @@ def table(columns: list[str], rows: list[list]) -> str:
     return "\n".join(lines + ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows])
 
 
-def report(name: str, device: torch.device, settings: dict, columns: list[str], rows: list[list], out: Path | None) -> None:
+def report(
+    name: str, device: torch.device, settings: dict, columns: list[str], rows: list[list], out: Path | None
+) -> None:
     """Print the table under a heading that names the machine; write it as JSON to ``out``."""
     print(f"\n{name} on {machine(device)}\n{json.dumps(settings)}\n\n{table(columns, rows)}")
     if out is not None:

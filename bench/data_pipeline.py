@@ -28,7 +28,6 @@ from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import pick_device, report, synchronize  # noqa: E402
-
 from hat.data.datasets import PairDataset, collate_images  # noqa: E402
 from hat.data.device_decode import EncodedTrainCrop, read_jpeg_bytes  # noqa: E402
 from hat.data.records import CaptionedImages, ImageRecord, load_image_file  # noqa: E402

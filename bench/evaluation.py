@@ -2,7 +2,7 @@
 compute the recall tables, on synthetic features of Flickr30K and COCO-5K size.
 
     python bench/evaluation.py --images 100                 # CPU: 100 images x 500 captions per dataset shape
-    python bench/evaluation.py                              # GPU: 1,000 x 5,000 (Flickr30K) and 5,000 x 25,000 (COCO 5K)
+    python bench/evaluation.py                              # GPU: 1,000 x 5,000 (Flickr30K), 5,000 x 25,000 (COCO 5K)
 
 Features are what hat.engine.evaluation keeps: each unique image once and each caption once, in
 float16, on the evaluation device. The table gives the time of scoring plus recall, the features'
@@ -21,7 +21,6 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import mib, pick_device, report, synchronize  # noqa: E402
-
 from hat.alignment import multi_level_similarity  # noqa: E402
 from hat.engine.evaluation import protocol_tables  # noqa: E402
 
@@ -39,7 +38,8 @@ def synthetic_features(num_images: int, dim: int, device: torch.device, seed: in
     for regions in REGIONS:
         topic = torch.randn(num_images, 1, dim, generator=generator)
         images.append((topic + torch.randn(num_images, regions, dim, generator=generator)).half().to(device))
-        words = topic.repeat_interleave(PER_IMAGE, dim=0) + 2 * torch.randn(num_images * PER_IMAGE, WORDS, dim, generator=generator)
+        noise = torch.randn(num_images * PER_IMAGE, WORDS, dim, generator=generator)
+        words = topic.repeat_interleave(PER_IMAGE, dim=0) + 2 * noise
         captions.append(words.half().to(device))
     return images, captions, lengths
 
@@ -91,7 +91,8 @@ def main(argv=None) -> None:
                      mib(peak_host), rsum])
         del images, captions, sims
     settings = {"regions": REGIONS, "words": WORDS, "dim": args.dim, "direction": "i2t", "features": "float16"}
-    columns = ["dataset", "images", "captions", "score+recall s", "features MiB", "peak GPU MiB", "peak host MiB", "rsum"]
+    columns = ["dataset", "images", "captions", "score+recall s", "features MiB", "peak GPU MiB", "peak host MiB",
+               "rsum"]
     report("evaluation", device, settings, columns, rows, args.out)
 
 

@@ -5,12 +5,13 @@
 # four) and compile (the compiled training step; compiling Swin-B + BERT-base takes minutes).
 # Each benchmark runs under its own time limit: a slow one is cut off and reported, the rest still
 # run, and the exit status is 1 when any failed. The four default parts take at most 12.5
-# minutes, so where a call may last 10 minutes run `bash bench/gpu.sh similarity evaluation`, then
-# `bash bench/gpu.sh training data`. None of this has run on a GPU yet: the limits are estimates
-# from the H200 timings.
-# JSON files land in $OUT when set (the device tool's output folder), else bench/results.
-# The GPU machines lack omegaconf (bench/train_step.py needs it): put its wheels in bench/wheels
-# first, here:  pip download omegaconf==2.3.0 antlr4-python3-runtime==4.9.3 -d bench/wheels
+# minutes, so where one command may run for at most 10 minutes, run
+# `bash bench/gpu.sh similarity evaluation`, then `bash bench/gpu.sh training data`.
+# Not yet measured on a GPU: the limits are estimates for an NVIDIA H200.
+# JSON files land in $OUT when set, else bench/results.
+# bench/train_step.py needs omegaconf; on a GPU machine without it and without network, put its
+# wheels in bench/wheels first, on a machine with network:
+#   pip download omegaconf==2.3.0 antlr4-python3-runtime==4.9.3 -d bench/wheels
 set -uo pipefail
 out=${OUT:-bench/results}
 mkdir -p "$out"

@@ -1,4 +1,4 @@
-"""The reference pattern the fast paths are measured against: DESIGN.md §2 computed one caption at
+"""The reference pattern the fast paths are measured against: the equations of docs/model.md computed one caption at
 a time, the caption's valid words copied once per image, every tensor of the pair materialised
 (the ``(I, R, d)`` context included). Written from the equations, not from hat.alignment."""
 

@@ -20,9 +20,8 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import PeakResident, mib, report  # noqa: E402
-
 import hat  # noqa: E402
+from common import PeakResident, mib, report  # noqa: E402
 from hat.data.build import build_splits  # noqa: E402
 from hat.data.split_folder import write_split_folder  # noqa: E402
 from hat.search.feature_cache import build_cache, read_shards  # noqa: E402
@@ -68,8 +67,8 @@ def main(argv=None) -> None:
             _timed(rows, args.images, f"rank for {count} quer{'y' if count == 1 else 'ies'}",
                    lambda q=queries: rank_images(retriever, read_shards(shards, retriever.runtime.device), q, 10))
         cache_bytes = sum(shard.path.stat().st_size for shard in shards)
-    settings = {"checkpoint": str(args.checkpoint), "shard_size": args.shard_size, "cache_MiB": round(mib(cache_bytes), 1),
-                "precision": retriever.runtime.precision}
+    settings = {"checkpoint": str(args.checkpoint), "shard_size": args.shard_size,
+                "cache_MiB": round(mib(cache_bytes), 1), "precision": retriever.runtime.precision}
     report("search", retriever.runtime.device, settings, ["images", "stage", "s", "images/s", "peak host MiB"],
            rows, args.out)
 

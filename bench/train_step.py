@@ -25,11 +25,10 @@ from omegaconf import OmegaConf
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 from common import mib, pick_device, report, synchronize  # noqa: E402
-
-from hat.engine.runtime import COMPILE_MODES, resolve_runtime  # noqa: E402
 from hat.engine.step import training_step  # noqa: E402
 from hat.losses import build_loss  # noqa: E402
 from hat.models.hat import build_model  # noqa: E402
+from hat.runtime import COMPILE_MODES, resolve_runtime  # noqa: E402
 
 
 def model_config(name: str, image_size: int | None):
@@ -100,10 +99,12 @@ def main(argv=None) -> None:
     for frozen in (False, True):
         rate, peak = throughput(cfg, runtime, args.batch, frozen, args.steps, args.warmup)
         compiled = runtime.compile_mode if runtime.compile else "no"
-        rows.append([args.model, args.batch, runtime.precision, compiled, "frozen" if frozen else "trained", rate, mib(peak)])
+        encoders = "frozen" if frozen else "trained"
+        rows.append([args.model, args.batch, runtime.precision, compiled, encoders, rate, mib(peak)])
     settings = {"model": args.model, "image_size": cfg.encoder.image.image_size, "levels": list(cfg.alignment.levels),
                 "steps": args.steps, "warmup": args.warmup}
-    report("train_step", device, settings, ["model", "batch", "precision", "compile", "encoders", "samples/s", "peak GPU MiB"], rows, args.out)
+    columns = ["model", "batch", "precision", "compile", "encoders", "samples/s", "peak GPU MiB"]
+    report("train_step", device, settings, columns, rows, args.out)
 
 
 if __name__ == "__main__":

@@ -13,17 +13,16 @@ from torch.nn.parallel import DistributedDataParallel
 
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest import TINY_RUN, compose_config  # noqa: E402
-
 from hat.data.build import build_splits  # noqa: E402
 from hat.data.datasets import CaptionCollator, PairDataset  # noqa: E402
 from hat.data.transforms import eval_transform  # noqa: E402
 from hat.engine import distributed  # noqa: E402
 from hat.engine.evaluation import protocol_tables, score_split  # noqa: E402
-from hat.engine.runtime import resolve_runtime  # noqa: E402
 from hat.engine.step import training_step  # noqa: E402
 from hat.losses import build_loss  # noqa: E402
 from hat.models.hat import build_model  # noqa: E402
 from hat.models.text_encoder import build_tokenizer  # noqa: E402
+from hat.runtime import resolve_runtime  # noqa: E402
 
 GLOBAL_BATCH = 8
 

@@ -104,10 +104,12 @@ def test_evaluate_reads_no_model_location_a_stored_config_names(tiny_checkpoint,
 @pytest.mark.parametrize(
     ("key", "value", "refusal"),
     [
-        ("encoder.image.name", "hf-hub:stranger/model", r"image\.name='hf-hub:stranger/model' is not a timm architecture"),
+        ("encoder.image.name", "hf-hub:stranger/model",
+         r"image\.name='hf-hub:stranger/model' is not a timm architecture"),
         ("encoder.image.name", "local-dir:/tmp", r"image\.name='local-dir:/tmp' is not a timm architecture"),
         ("encoder.image.kwargs.checkpoint_path", "/tmp/x.pth", r"image\.kwargs\.checkpoint_path='/tmp/x\.pth'"),
-        ("encoder.image.kwargs.pretrained_cfg_overlay", {"file": "/tmp/x.pth"}, r"image\.kwargs\.pretrained_cfg_overlay="),
+        ("encoder.image.kwargs.pretrained_cfg_overlay", {"file": "/tmp/x.pth"},
+         r"image\.kwargs\.pretrained_cfg_overlay="),
         ("encoder.text.config.attn_implementation", "kernels-community/flash-attn",
          r"text\.config\.attn_implementation='kernels-community/flash-attn'"),
     ],
@@ -211,7 +213,9 @@ CLI_CASES = {
 
 def _run(script: str, *args: str, env=None) -> subprocess.CompletedProcess:
     """``python SCRIPT ARGS`` in the project folder (a generous timeout: imports are slow on a busy machine)."""
-    return subprocess.run([sys.executable, script, *args], cwd=ROOT, timeout=300, capture_output=True, text=True, env=env)
+    return subprocess.run(
+        [sys.executable, script, *args], cwd=ROOT, timeout=300, capture_output=True, text=True, env=env
+    )
 
 
 def _only_error_line(result: subprocess.CompletedProcess) -> str:

@@ -74,7 +74,8 @@ def test_explicit_image_levels_are_used_as_given():
 BAD_VALUES = [
     (["alignment.levels=[13]"], r"alignment\.levels=\[13\].*13.*1\.\.12"),
     (["alignment.levels=[0,12]"], r"alignment\.levels.*outside 1\.\.12"),
-    (["alignment.image_levels=[3,4]"], r"alignment\.image_levels=\[3, 4\] has 2 levels.*alignment\.levels=\[4, 10, 12\] has 3"),
+    (["alignment.image_levels=[3,4]"],
+     r"alignment\.image_levels=\[3, 4\] has 2 levels.*alignment\.levels=\[4, 10, 12\] has 3"),
     (["alignment.image_levels=[2,3,5]"], r"alignment\.image_levels.*5.*outside 1\.\.4"),
     (["alignment.smooth=0"], r"alignment\.smooth=0.*> 0"),
     (["alignment.smooth=-1.5"], r"alignment\.smooth=-1\.5"),
@@ -94,7 +95,9 @@ BAD_VALUES = [
 ]
 
 
-@pytest.mark.parametrize(("overrides", "message"), BAD_VALUES, ids=lambda v: " ".join(v) if isinstance(v, list) else None)
+@pytest.mark.parametrize(
+    ("overrides", "message"), BAD_VALUES, ids=lambda v: " ".join(v) if isinstance(v, list) else None
+)
 def test_bad_values_fail_with_a_message_naming_field_value_and_what_is_allowed(overrides, message):
     cfg = compose_config("train", ["dataset=shapes", *overrides])
     with pytest.raises(ConfigError, match=message):
@@ -122,7 +125,10 @@ def test_bad_values_fail_before_the_model_is_built(monkeypatch, tmp_path, tiny_c
 
 @pytest.mark.parametrize(
     ("overrides", "expected_file"),
-    [(["dataset=coco", "alignment.levels=[4,8,12]"], "dataset_coco.json"), (["dataset=f30k"], "dataset_flickr30k.json")],
+    [
+        (["dataset=coco", "alignment.levels=[4,8,12]"], "dataset_coco.json"),
+        (["dataset=f30k"], "dataset_flickr30k.json"),
+    ],
 )
 def test_cli_missing_dataset_root_exits_quickly_naming_the_path_and_layout(tmp_path, overrides, expected_file):
     start = time.monotonic()

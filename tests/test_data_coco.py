@@ -128,7 +128,8 @@ def test_vsepp_images_listed_twice_in_a_split_or_in_two_splits_are_named_with_th
     test_ids = np.load(annotations / "coco_test_ids.npy")
     np.save(annotations / "coco_test_ids.npy", np.concatenate([test_ids, test_ids[:5]]))
     dev_ids = np.load(annotations / "coco_dev_ids.npy")
-    np.save(annotations / "coco_dev_ids.npy", np.concatenate([dev_ids, np.load(annotations / "coco_train_ids.npy")[:5]]))
+    train_ids = np.load(annotations / "coco_train_ids.npy")
+    np.save(annotations / "coco_dev_ids.npy", np.concatenate([dev_ids, train_ids[:5]]))
     with pytest.raises(DatasetError, match=r"2 problem\(s\)") as error:
         build_splits(coco_config(root), seed=0)
     message = str(error.value)

@@ -5,7 +5,6 @@ On the CPU the same code runs with ``decode_jpeg(device="cpu")``; the GPU test r
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 
@@ -106,7 +105,8 @@ def test_a_jpeg_the_decoder_rejects_fails_naming_the_batch_files(tmp_path):
     bad.write_bytes(data[: len(data) // 2])  # the header survives, half the scan data does not
     crop = EncodedTrainCrop(32)
     with pytest.raises(RuntimeError, match=rf"decode_jpeg on cpu failed for one of these files: {good}, {bad}"):
-        EncodedImages.from_crops([crop((good.read_bytes(), good)), crop((bad.read_bytes(), bad))]).decode(torch.device("cpu"))
+        encoded = EncodedImages.from_crops([crop((good.read_bytes(), good)), crop((bad.read_bytes(), bad))])
+        encoded.decode(torch.device("cpu"))
 
 
 def test_config_rejects_an_unknown_mode_and_the_generated_dataset(tiny_config):

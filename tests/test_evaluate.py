@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 from conftest import ROOT, TINY_RUN
 from hat.config import ConfigError
 from hat.engine.evaluate_checkpoint import evaluate_checkpoint
-from hat.engine.runtime import resolve_runtime
+from hat.runtime import resolve_runtime
 
 pytestmark = pytest.mark.slow
 
@@ -63,7 +63,8 @@ def test_fusing_a_subset_of_the_trained_levels(trained_run, tmp_path, capsys):
         if "/level" in key:
             assert only_top[key] == pytest.approx(value)  # each level alone is unchanged
     for metric in ("i2t_r1", "t2i_r5", "rsum"):
-        assert only_top[f"val/{metric}"] == pytest.approx(everything[f"val/level3/{metric}"])  # one level fused = itself
+        # one level fused is that level itself
+        assert only_top[f"val/{metric}"] == pytest.approx(everything[f"val/level3/{metric}"])
     two = evaluate_checkpoint(best, tmp_path / "two", CPU, split="val", levels=[3, 2])
     assert "| fused level2+level3 |" in capsys.readouterr().out
     assert json.loads((tmp_path / "two" / "results.json").read_text())["fused_levels"] == [2, 3]
@@ -140,6 +141,8 @@ def test_cli_reports_every_missing_image_and_exits_2(tmp_path):
     root = make_karpathy_dataset(tmp_path / "data", "f30k", {"train": 4, "val": 2, "test": 2})
     (root / "images" / "00001.jpg").unlink()
     (root / "images" / "00006.jpg").unlink()
-    result = _run("train.py", *TINY_TRAINING, "dataset=f30k", f"dataset.root={root}", f"hydra.run.dir={tmp_path / 'run'}")
+    result = _run(
+        "train.py", *TINY_TRAINING, "dataset=f30k", f"dataset.root={root}", f"hydra.run.dir={tmp_path / 'run'}"
+    )
     assert result.returncode == 2 and "error:" in result.stderr
     assert "00001.jpg" in result.stderr and "00006.jpg" in result.stderr

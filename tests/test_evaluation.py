@@ -59,7 +59,7 @@ def test_streaming_images_in_blocks_gives_the_same_scores():
     from omegaconf import OmegaConf
 
     from hat.engine.evaluation import EncodedSplit, level_similarities
-    from hat.engine.runtime import resolve_runtime
+    from hat.runtime import resolve_runtime
 
     torch.manual_seed(0)
     encoded = EncodedSplit(

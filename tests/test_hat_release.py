@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import compose_config, save_lightning_checkpoint
 from timm.models.swin_transformer import PatchMerging, checkpoint_filter_fn
 
+from conftest import compose_config, save_lightning_checkpoint
 from hat.models.hat import build_model
 from hat.models.hat_release import (
     RECOMPUTED_BUFFERS,

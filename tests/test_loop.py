@@ -90,11 +90,13 @@ def test_tiny_encoders_train_on_karpathy_datasets_on_disk(tmp_path, tiny_trainin
     from conftest import make_karpathy_dataset
 
     root = make_karpathy_dataset(tmp_path / "data", name, {"train": 8, "val": 4, "test": 5})
-    metrics = train(tiny_training_config(f"dataset={name}", f"dataset.root={root}", "train.epochs=1"), tmp_path / "run").test
+    config = tiny_training_config(f"dataset={name}", f"dataset.root={root}", "train.epochs=1")
+    metrics = train(config, tmp_path / "run").test
     names = ["test/rsum"] if name == "f30k" else ["test/coco1k/rsum", "test/coco5k/rsum", "test/coco1k/level3/rsum"]
     for metric in names:
         assert 0.0 <= metrics[metric] <= 600.0
-    assert json.loads((tmp_path / "run" / "results.json").read_text())["provenance"]["config"]["dataset"]["name"] == name
+    provenance = json.loads((tmp_path / "run" / "results.json").read_text())["provenance"]
+    assert provenance["config"]["dataset"]["name"] == name
 
 
 def test_bf16_autocast_training_steps_stay_finite(tmp_path, tiny_config):
@@ -165,7 +167,8 @@ def test_a_non_finite_loss_stops_training_naming_the_step_and_keeps_last(tmp_pat
         return loss * float("nan") if len(calls) == 2 else loss
 
     monkeypatch.setattr(training_run, "training_step", step)
-    with pytest.raises(loop.TrainingDiverged, match=r"loss is nan at step 7 \(epoch 1, batch 2\).*last.pt \(step 5\) is kept"):
+    expected = r"loss is nan at step 7 \(epoch 1, batch 2\).*last.pt \(step 5\) is kept"
+    with pytest.raises(loop.TrainingDiverged, match=expected):
         train(tiny_config("train.epochs=2", "resume=auto", *small), tmp_path)
     last = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
     assert last["step"] == 5
@@ -180,7 +183,9 @@ def test_a_learning_rate_that_diverges_stops_the_run_with_a_clear_error(tmp_path
     assert not (tmp_path / "results.json").exists()
 
 
-def test_a_train_image_that_breaks_mid_run_is_named_and_last_is_written_at_the_step_reached(tmp_path, tiny_training_config):
+def test_a_train_image_that_breaks_mid_run_is_named_and_last_is_written_at_the_step_reached(
+    tmp_path, tiny_training_config
+):
     from conftest import make_karpathy_dataset
     from hat.data.problems import DatasetError
 

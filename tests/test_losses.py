@@ -68,7 +68,9 @@ def test_hinge_hardest_gradient_reaches_only_the_hardest_negatives_and_positives
     torch.testing.assert_close(scores.grad, expected)
 
 
-@pytest.mark.parametrize("loss", [HingeHardestLoss(0.2), HingeSumLoss(0.2), InfoNCELoss(0.07)], ids=lambda loss: type(loss).__name__)
+@pytest.mark.parametrize(
+    "loss", [HingeHardestLoss(0.2), HingeSumLoss(0.2), InfoNCELoss(0.07)], ids=lambda loss: type(loss).__name__
+)
 def test_gradients_flow_to_the_scores(loss):
     generator = torch.Generator().manual_seed(0)
     scores = torch.randn(5, 5, generator=generator).requires_grad_(True)
@@ -149,7 +151,9 @@ def test_build_loss_rejects_unknown_name():
         build_loss(OmegaConf.create({"name": "triplet_soft", "margin": 0.2}))
 
 
-@pytest.mark.parametrize("loss", [HingeHardestLoss(0.2), HingeSumLoss(0.2), InfoNCELoss(0.07)], ids=lambda loss: type(loss).__name__)
+@pytest.mark.parametrize(
+    "loss", [HingeHardestLoss(0.2), HingeSumLoss(0.2), InfoNCELoss(0.07)], ids=lambda loss: type(loss).__name__
+)
 @pytest.mark.parametrize("shape", [(3, 4), (4, 3), (3,), (2, 2, 2)])
 def test_non_square_scores_raise(loss, shape):
     with pytest.raises(ValueError, match="square"):

@@ -85,7 +85,9 @@ def test_freezing_stops_gradients_to_backbones_only(tiny_model):
         trainable = {name for name, p in model.named_parameters() if p.requires_grad}
         assert trainable == {
             name for name, _ in model.named_parameters()
-            if name.startswith(("image_proj.", "text_proj.", "image_encoder.stage_norms.2.", "image_encoder.stage_norms.3."))
+            if name.startswith(
+                ("image_proj.", "text_proj.", "image_encoder.stage_norms.2.", "image_encoder.stage_norms.3.")
+            )
         }
     finally:
         model.set_encoders_frozen(False)
@@ -160,7 +162,6 @@ def test_grad_checkpointing_gives_the_same_loss_and_gradients(tiny_model):
 def test_fused_attention_gives_the_same_features_as_timms_own():
     """Swin's shifted windows put a bias and a mask into scaled-dot-product attention."""
     from conftest import compose_config
-
     from hat.models.image_encoder import set_fused_attention
 
     cfg = compose_config("train", ["encoder=tiny"]).encoder.image

@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from conftest import ROOT, TINY_RUN
-from wandb_offline import isolated_environment, offline_runs, read_offline_run
 from hat.report import METRICS, check_server, main, wandb_jobs
+from wandb_offline import isolated_environment, offline_runs, read_offline_run
 
 
 def _job(folder, overrides, rsum, seed_offset=0.0):
@@ -67,7 +67,9 @@ class _FakeApi:
 
 def test_rows_from_a_wandb_group():
     def summary(rsum):
-        return {**{f"test/{m}": 1.0 for m in METRICS}, "test/rsum": rsum, "test/level1/rsum": 0.5, "_wandb": {"runtime": 3}}
+        return {
+            **{f"test/{m}": 1.0 for m in METRICS}, "test/rsum": rsum, "test/level1/rsum": 0.5, "_wandb": {"runtime": 3}
+        }
 
     api = _FakeApi({"levels-2026-11-27-12-00-00": [
         _FakeRun("a", "finished", ["+sweeps=levels", "alignment.levels=[12]", "baseline"], summary(300.0)),

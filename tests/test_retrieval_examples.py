@@ -16,7 +16,9 @@ def _split(num_images: int, per_image: int = 2) -> CaptionedImages:
         ImageRecord(key=str(i), captions=tuple(f"image {i} caption {k}" for k in range(per_image)))
         for i in range(num_images)
     ]
-    return CaptionedImages("val", records, per_image, lambda record: Image.new("RGB", (64, 32), (int(record.key), 0, 0)))
+    return CaptionedImages(
+        "val", records, per_image, lambda record: Image.new("RGB", (64, 32), (int(record.key), 0, 0))
+    )
 
 
 def test_sample_is_spread_and_stable():

@@ -1,11 +1,11 @@
-"""Device, precision and compilation resolved from the ``hardware`` config (src/hat/engine/runtime.py)."""
+"""Device, precision and compilation resolved from the ``hardware`` config (src/hat/runtime.py)."""
 
 from __future__ import annotations
 
 import torch
 from omegaconf import OmegaConf
 
-from hat.engine.runtime import Runtime, resolve_runtime
+from hat.runtime import Runtime, resolve_runtime
 
 
 def hardware(**values):
@@ -15,7 +15,8 @@ def hardware(**values):
 
 def test_cpu_runs_in_float32_without_compiling_even_when_asked(caplog):
     runtime = resolve_runtime(hardware(compile=True, compile_mode="max-autotune"))
-    assert (runtime.device.type, runtime.precision, runtime.compile, runtime.pin_memory) == ("cpu", "fp32", False, False)
+    settings = (runtime.device.type, runtime.precision, runtime.compile, runtime.pin_memory)
+    assert settings == ("cpu", "fp32", False, False)
     assert "hardware.compile=true is ignored on the CPU" in caplog.text
     module = torch.nn.Linear(2, 2)
     assert runtime.compiled(module) is module

@@ -39,10 +39,14 @@ def _features(images, captions, regions, width, dim, seed=0):
         (1, 1, 16, 16, 16, 16, 1),  # exact tiles, one pair
     ],
 )
-def test_float32_matches_the_pytorch_path(direction, images, captions, regions, width, dim, block_regions, block_captions):
+def test_float32_matches_the_pytorch_path(
+    direction, images, captions, regions, width, dim, block_regions, block_captions
+):
     v, t, lengths = _features(images, captions, regions, width, dim)
     expected = scan_similarity(v, t, lengths, direction, smooth=9.0)
-    got = triton_scan_similarity(v, t, lengths, direction, 9.0, block_regions=block_regions, block_captions=block_captions)
+    got = triton_scan_similarity(
+        v, t, lengths, direction, 9.0, block_regions=block_regions, block_captions=block_captions
+    )
     assert got.dtype == torch.float32 and got.shape == (images, captions)
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
 
@@ -99,9 +103,9 @@ def test_auto_takes_the_kernel_for_scores_without_gradient(monkeypatch):
     calls = []
     original = kernels.triton_scan_similarity
     monkeypatch.setattr(kernels, "triton_scan_similarity", lambda *a, **k: calls.append(1) or original(*a, **k))
-    import hat.alignment
+    from hat.kernels.dispatch import triton_similarity
 
-    hat.alignment._triton_similarity.cache_clear()
+    triton_similarity.cache_clear()
     v, t, lengths = _features(2, 3, 20, 6, 16)
     with torch.no_grad():
         scan_similarity(v, t, lengths)

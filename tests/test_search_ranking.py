@@ -22,7 +22,8 @@ def test_top_k_over_blocks_equals_one_sort(block):
     for query, hits in enumerate(best.hits()):
         assert [hit.item for hit in hits] == [names[i] for i in expected.indices[query].tolist()]
         assert [hit.score for hit in hits] == pytest.approx(expected.values[query].tolist())
-        torch.testing.assert_close(torch.tensor([hit.level_scores for hit in hits]), levels[query, expected.indices[query]])
+        level_scores = torch.tensor([hit.level_scores for hit in hits])
+        torch.testing.assert_close(level_scores, levels[query, expected.indices[query]])
 
 
 def test_fewer_candidates_than_k_keeps_them_all_in_order():

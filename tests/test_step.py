@@ -9,11 +9,11 @@ from conftest import TINY_RUN, compose_config
 from hat.data.build import build_splits
 from hat.data.datasets import CaptionCollator, PairDataset
 from hat.data.transforms import eval_transform
-from hat.engine.runtime import resolve_runtime
 from hat.engine.step import training_step
 from hat.losses import build_loss
 from hat.models.hat import build_model
 from hat.models.text_encoder import build_tokenizer
+from hat.runtime import resolve_runtime
 
 
 @pytest.fixture(scope="module")

@@ -128,7 +128,9 @@ def test_an_unreachable_server_falls_back_to_an_offline_run(tmp_path, offline_tr
     _, _, offline_seconds = offline_training  # the same one-epoch training, offline from the start
     env = isolated_environment(tmp_path, WANDB_BASE_URL="http://127.0.0.1:9", WANDB_API_KEY="a" * 40)
     run_dir = tmp_path / "run"
-    result, seconds = _train(tmp_path, run_dir, "logger.mode=online", "logger.init_timeout=5", "train.epochs=1", env=env)
+    result, seconds = _train(
+        tmp_path, run_dir, "logger.mode=online", "logger.init_timeout=5", "train.epochs=1", env=env
+    )
     assert (run_dir / "results.json").is_file()
     assert "W&B could not start online" in result.stderr + result.stdout
     (offline,) = offline_runs(tmp_path)

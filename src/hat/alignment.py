@@ -23,8 +23,6 @@ widths, so batches of one caption width reuse it whatever their lengths.
 
 from __future__ import annotations
 
-import functools
-import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,14 +30,13 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from hat.kernels.constants import LEAKY_SLOPE, NORM_EPS
+from hat.kernels.dispatch import fused_kernel_applies, fused_similarity
+
 DIRECTIONS = ("i2t", "t2i")
-LEAKY_SLOPE = 0.1
-NORM_EPS = 1e-8
 CPU_BLOCK_ELEMENTS = 1 << 20  # a few MiB per block tensor: the elementwise passes stay in cache
 GPU_BLOCK_ELEMENTS = 1 << 24
 KERNELS = ("auto", "torch", "triton")
-
-log = logging.getLogger(__name__)
 
 
 def scan_similarity(
@@ -68,7 +65,8 @@ def scan_similarity(
             ``"triton"``: always the kernel (no autograd).
 
     Returns:
-        ``(I, C)`` float32 scores (float64 for float64 inputs). Differentiable with respect to ``images`` and ``captions``.
+        ``(I, C)`` float32 scores (float64 for float64 inputs). Differentiable with respect to ``images``
+        and ``captions``.
         Under autocast the products run in the autocast dtype; normalisation, softmax and
         cosine run in float32 with padding masked first.
     """
@@ -90,8 +88,8 @@ def scan_similarity(
         raise ValueError(f"caption lengths must lie in [1, {width}], got {lengths.tolist()}")
     if kernel not in KERNELS:
         raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
-    if kernel == "triton" or (kernel == "auto" and _fused_kernel_applies(images, captions)):
-        return _fused_similarity(images, captions, lengths, direction, smooth)
+    if kernel == "triton" or (kernel == "auto" and fused_kernel_applies(images, captions)):
+        return fused_similarity(images, captions, lengths, direction, smooth)
 
     if num_captions == 0 or images.shape[0] == 0:
         return images.new_zeros((images.shape[0], num_captions), dtype=torch.float32)
@@ -195,35 +193,6 @@ def pair_attention(
     t2i = _t2i_weights(i2t_scores.permute(0, 2, 3, 1), smooth)[0, 0]  # S as (1, 1, L, R)
     score = scan_similarity(image, caption[None], torch.tensor([length]), direction, smooth, kernel="torch")
     return PairAttention(t2i=t2i, i2t=i2t, score=float(score))
-
-
-@functools.cache
-def _triton_similarity():
-    """The fused kernel's entry point, or None (logged once) when Triton is not installed."""
-    try:
-        from hat.kernels.scan_triton import triton_scan_similarity
-    except ImportError as error:
-        log.info("the fused similarity kernel is unavailable (%s): scoring with the PyTorch path", error)
-        return None
-    return triton_scan_similarity
-
-
-def _fused_kernel_applies(images: torch.Tensor, captions: torch.Tensor) -> bool:
-    """CUDA inputs of one dtype that need no gradient, with Triton installed."""
-    needs_grad = torch.is_grad_enabled() and (images.requires_grad or captions.requires_grad)
-    return images.is_cuda and not needs_grad and images.dtype == captions.dtype and _triton_similarity() is not None
-
-
-def _fused_similarity(images, captions, lengths, direction: str, smooth: float) -> torch.Tensor:
-    """The Triton kernel; under autocast the inputs take the autocast dtype, as the products would."""
-    kernel = _triton_similarity()
-    if kernel is None:
-        raise RuntimeError("kernel='triton' needs Triton (pip install triton)")
-    device = images.device.type
-    if torch.is_autocast_enabled(device) and images.dtype == torch.float32:
-        dtype = torch.get_autocast_dtype(device)
-        images, captions = images.to(dtype), captions.to(dtype)
-    return kernel(images, captions, lengths, direction, smooth)
 
 
 def _chunks(items: list, size: int) -> list[list]:

@@ -6,106 +6,19 @@ The library reads configs by attribute (``cfg.train.batch_size``) and ``.get``; 
 
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 
-from hat.alignment import DIRECTIONS
+from hat.checks import ConfigError, require_int, require_int_list, require_number, show, to_plain
 from hat.data.build import check_dataset_root
 from hat.data.device_decode import IMAGE_DECODE
 from hat.data.shapes import MAX_CAPTIONS_PER_IMAGE
-from hat.engine.runtime import COMPILE_MODES, DEVICES, PRECISIONS
 from hat.losses import LOSSES
 from hat.metrics import METRIC_KEYS, RANK_KEYS
-from hat.models.levels import IMAGE_FAMILIES, default_image_levels
+from hat.models.config_checks import validate_model_config
+from hat.runtime import COMPILE_MODES, DEVICES, PRECISIONS
 from hat.tracking import LOGGERS
 from hat.wandb_tracker import MODES, normalise_mode
-
-
-def to_plain(node):
-    """A config node as plain Python containers (lists and dicts), resolving interpolations."""
-    from omegaconf import OmegaConf
-
-    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
-
-
-class ConfigError(ValueError):
-    """A config value that cannot work; the message names the field, the value and what is allowed."""
-
-
-def require_int(field: str, value, minimum: int, *, maximum: int | None = None, why: str = "",
-                optional: bool = False) -> int | None:
-    """``value`` if it is an integer in ``minimum..maximum`` (not a bool, not a float; ``None`` when
-    ``optional``), else a :class:`ConfigError` naming ``field``, the value, what is allowed and ``why``."""
-    if optional and value is None:
-        return None
-    if not (_is_int(value) and _in_range(value, minimum, False, maximum)):
-        raise ConfigError(_allowed(field, value, f"an integer {_bounds(minimum, False, maximum)}", why, optional))
-    return value
-
-
-def require_number(field: str, value, minimum: float, *, exclusive: bool = False, maximum: float | None = None,
-                   why: str = "", optional: bool = False) -> float | None:
-    """``value`` if it is a finite int or float >= ``minimum`` (> with ``exclusive``) and <= ``maximum``
-    (not a bool; ``None`` when ``optional``), else a :class:`ConfigError` naming ``field``."""
-    if optional and value is None:
-        return None
-    number = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
-    if not (number and _in_range(value, minimum, exclusive, maximum)):
-        allowed = f"a finite number {_bounds(minimum, exclusive, maximum)}"
-        raise ConfigError(_allowed(field, value, allowed, why, optional))
-    return value
-
-
-def require_int_list(field: str, value, minimum: int = 1, *, maximum: int | None = None, what: str = "",
-                     optional: bool = False) -> list[int] | None:
-    """``value`` as a plain list if it is a non-empty list of distinct integers in ``minimum..maximum``
-    (``None`` when ``optional``), else a :class:`ConfigError` naming ``field``; ``what`` says what
-    ``maximum`` counts."""
-    if optional and value is None:
-        return None
-    items = to_plain(value)
-    if not (isinstance(items, list) and items):
-        allowed = f"a non-empty list of distinct integers {_bounds(minimum, False, maximum)}"
-        raise ConfigError(_allowed(field, items, allowed, what, optional))
-    for item in items:
-        if not (_is_int(item) and _in_range(item, minimum, False, maximum)):
-            where = f"not an integer >= {minimum}" if maximum is None else f"outside {minimum}..{maximum}"
-            raise ConfigError(f"{field}={_show(items)}: {_show(item)} is {where}" + (f", the {what}" if what else ""))
-    if len(set(items)) != len(items):
-        raise ConfigError(f"{field}={_show(items)} must be distinct")
-    return items
-
-
-def _is_int(value) -> bool:
-    """An int that is not a bool (``True`` is an ``int`` in Python, but ``train.epochs=true`` is no count)."""
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _in_range(value, minimum, exclusive: bool, maximum) -> bool:
-    """``value`` >= ``minimum`` (> with ``exclusive``) and <= ``maximum`` (when not None)."""
-    above = value > minimum if exclusive else value >= minimum
-    return above and (maximum is None or value <= maximum)
-
-
-def _bounds(minimum, exclusive: bool, maximum) -> str:
-    """The range :func:`_in_range` allows, as a message writes it: ``>= 1``, ``> 0 and <= 1``."""
-    return f"{'>' if exclusive else '>='} {minimum}" + ("" if maximum is None else f" and <= {maximum}")
-
-
-def _allowed(field: str, value, allowed: str, why: str, optional: bool) -> str:
-    """The message ``FIELD=VALUE must be ALLOWED[ or null][ (WHY)]``."""
-    return f"{field}={_show(value)} must be {allowed}" + (" or null" if optional else "") + (f" ({why})" if why else "")
-
-
-def _show(value) -> str:
-    """``value`` as the command line writes it: null, true/false, [1, 2], and 'text', numbers as Python prints them."""
-    value = to_plain(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(map(_show, value)) + "]"
-    if value is None or isinstance(value, bool):
-        return {None: "null", True: "true", False: "false"}[value]
-    return repr(value)
 
 
 def validate_train_config(cfg) -> None:
@@ -133,52 +46,6 @@ def validate_eval_config(cfg) -> None:
     require_int_list("eval.levels", cfg.eval.get("levels"), 1, optional=True)
 
 
-def validate_model_config(cfg) -> None:
-    """Checks of ``encoder`` and ``alignment``: levels within the encoders' depths, and settings."""
-    text, image, align = cfg.encoder.text, cfg.encoder.image, cfg.alignment
-    if image.family not in IMAGE_FAMILIES:
-        raise ConfigError(f"encoder.image.family={image.family!r} is not one of {IMAGE_FAMILIES}")
-    if cfg.encoder.pretrained and not text.get("name"):
-        raise ConfigError(
-            f"encoder.pretrained=true but encoder.text.name is null (encoder={cfg.encoder.name}): "
-            f"these encoders exist only with random weights; set encoder.pretrained=false"
-        )
-    _check_encoder_sizes(cfg.encoder)
-    levels = _require_levels("alignment.levels", align.levels, text.num_layers, "layers of the text encoder")
-    image_levels = _require_levels(
-        "alignment.image_levels", align.get("image_levels"), image.depth, "taps of the image encoder", optional=True
-    )
-    if image_levels is None:
-        default_image_levels(levels, image.family, image.depth, text.num_layers)  # raises if they cannot pair
-    elif len(image_levels) != len(levels):
-        raise ConfigError(
-            f"alignment.image_levels={image_levels} has {len(image_levels)} levels but "
-            f"alignment.levels={levels} has {len(levels)}; they must pair one to one"
-        )
-    if align.direction not in DIRECTIONS:
-        raise ConfigError(f"alignment.direction={align.direction!r} is not one of {DIRECTIONS}")
-    require_number("alignment.smooth", align.smooth, 0, exclusive=True, why="HAT uses 9.0")
-    require_int("alignment.block_elements", align.block_elements, 1, optional=True)
-
-
-def _check_encoder_sizes(cfg) -> None:
-    """The sizes of ``encoder``: the embedding width, the image side, the caption length and the depths."""
-    require_int("encoder.embed_dim", cfg.embed_dim, 1)
-    require_int("encoder.image.image_size", cfg.image.image_size, 1, why="pixels, the side of the square input")
-    require_int("encoder.image.depth", cfg.image.depth, 1, why="stages or layers of the image encoder")
-    require_int("encoder.text.max_length", cfg.text.max_length, 1, why="tokens per caption")
-    require_int("encoder.text.num_layers", cfg.text.num_layers, 1, why="layers of the text encoder")
-
-
-def _require_levels(field: str, value, depth: int, what: str, optional: bool = False) -> list[int] | None:
-    """``alignment.levels`` or ``alignment.image_levels``: distinct, ascending taps in ``1..depth``, the ``depth``
-    ``what`` (e.g. "layers of the text encoder")."""
-    levels = require_int_list(field, value, 1, maximum=depth, what=f"{depth} {what}", optional=optional)
-    if levels is not None and levels != sorted(levels):
-        raise ConfigError(f"{field}={levels} must be ascending")
-    return levels
-
-
 def _check_loss(cfg) -> None:
     if cfg.name not in LOSSES:
         raise ConfigError(f"loss.name={cfg.name!r} is not one of {LOSSES}")
@@ -192,7 +59,7 @@ def _check_loss(cfg) -> None:
 def _check_train(cfg) -> None:
     train = cfg.train
     require_int("train.batch_size", train.batch_size, 2, why="the loss needs negatives in the batch")
-    require_int("train.accumulate", train.get("accumulate", 1), 1, why="GradCache chunks of train.batch_size")
+    require_int("train.accumulate", train.accumulate, 1, why="GradCache chunks of train.batch_size")
     require_int("train.epochs", train.epochs, 1)
     require_int("train.max_steps", train.max_steps, 1, optional=True)
     require_int("train.freeze_epochs", train.freeze_epochs, 0)
@@ -240,17 +107,17 @@ def _check_hardware(cfg) -> None:
         if not torch.cuda.is_available():
             raise ConfigError("hardware.device=cuda but no CUDA GPU is available; use hardware=auto or hardware=cpu")
     require_int("hardware.num_workers", cfg.num_workers, 0, why="data-loading processes; 0 loads in the main process")
-    require_number("hardware.dist_timeout", cfg.get("dist_timeout", 1800), 0, exclusive=True,
+    require_number("hardware.dist_timeout", cfg.dist_timeout, 0, exclusive=True,
                    why="seconds a collective waits for a stopped process")
     if cfg.get("compile_mode", "default") not in COMPILE_MODES:
         raise ConfigError(f"hardware.compile_mode={cfg.compile_mode!r} is not one of {COMPILE_MODES}")
-    if cfg.get("image_decode", "cpu") not in IMAGE_DECODE:
+    if cfg.image_decode not in IMAGE_DECODE:
         raise ConfigError(f"hardware.image_decode={cfg.image_decode!r} is not one of {IMAGE_DECODE}")
 
 
 def _check_image_decode(cfg) -> None:
     """The device-decode path reads JPEG files, which a generated dataset does not have."""
-    if cfg.hardware.get("image_decode", "cpu") == "device" and cfg.dataset.name == "shapes":
+    if cfg.hardware.image_decode == "device" and cfg.dataset.name == "shapes":
         raise ConfigError(
             "hardware.image_decode=device decodes JPEG files from disk, but dataset=shapes draws its images "
             "in memory; use hardware.image_decode=cpu or a dataset on disk (dataset=f30k|coco)"
@@ -259,7 +126,9 @@ def _check_image_decode(cfg) -> None:
 
 def _check_logger(cfg) -> None:
     if cfg.backend not in LOGGERS:
-        raise ConfigError(f"logger.backend={cfg.backend!r} is not one of {LOGGERS} (choose logger=none or logger=wandb)")
+        raise ConfigError(
+            f"logger.backend={cfg.backend!r} is not one of {LOGGERS} (choose logger=none or logger=wandb)"
+        )
     if cfg.backend != "wandb":
         return
     if cfg.mode is not None and cfg.mode not in MODES:
@@ -286,7 +155,7 @@ def _check_dataset_sizes(cfg) -> None:
     require_int("dataset.val_images", cfg.get("val_images"), 1, why="the first N validation images", optional=True)
     protocols = to_plain(cfg.get("test_protocols"))
     if protocols is not None and not isinstance(protocols, dict):
-        raise ConfigError(f"dataset.test_protocols={_show(protocols)} must be null or a mapping NAME: FOLDS")
+        raise ConfigError(f"dataset.test_protocols={show(protocols)} must be null or a mapping NAME: FOLDS")
     for name, folds in (protocols or {}).items():
         require_int(f"dataset.test_protocols.{name}", folds, 1, why="equal folds of the test images")
     _check_crop_scale(cfg.train_crop_scale)
@@ -296,7 +165,7 @@ def _check_crop_scale(value) -> None:
     """``dataset.train_crop_scale``: [MIN, MAX] fractions of the image area a training crop covers."""
     scale = to_plain(value)
     if not (isinstance(scale, list) and len(scale) == 2):
-        raise ConfigError(f"dataset.train_crop_scale={_show(scale)} must be [MIN, MAX] (fractions of the image area)")
+        raise ConfigError(f"dataset.train_crop_scale={show(scale)} must be [MIN, MAX] (fractions of the image area)")
     low, high = (require_number(f"dataset.train_crop_scale[{k}]", bound, 0, exclusive=True, maximum=1)
                  for k, bound in enumerate(scale))
     if low > high:

@@ -83,6 +83,8 @@ def metric_name(split: str, metric: str, protocol: str | None = None, level: int
     return "/".join(parts)
 
 
-def prefixed(metrics: dict[str, float], split: str, protocol: str | None = None, level: int | None = None) -> dict[str, float]:
+def prefixed(
+    metrics: dict[str, float], split: str, protocol: str | None = None, level: int | None = None
+) -> dict[str, float]:
     """``metrics`` with every key turned into its full name by :func:`metric_name`."""
     return {metric_name(split, key, protocol, level): value for key, value in metrics.items()}

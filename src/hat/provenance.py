@@ -7,7 +7,19 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 
-PACKAGES = ("hat", "torch", "torchvision", "timm", "transformers", "numpy", "hydra-core", "omegaconf")
+from hat.extras import DISTRIBUTION
+
+# the name each version is recorded under: the distribution it is read from
+PACKAGES = {
+    "hat": DISTRIBUTION,
+    "torch": "torch",
+    "torchvision": "torchvision",
+    "timm": "timm",
+    "transformers": "transformers",
+    "numpy": "numpy",
+    "hydra-core": "hydra-core",
+    "omegaconf": "omegaconf",
+}
 
 
 def git_commit(path: Path | None = None) -> str | None:
@@ -19,7 +31,8 @@ def git_commit(path: Path | None = None) -> str | None:
             ["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=10, check=True
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=where, capture_output=True, text=True, timeout=10
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=where, capture_output=True, text=True, timeout=10,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
@@ -28,9 +41,9 @@ def git_commit(path: Path | None = None) -> str | None:
 
 def package_versions() -> dict[str, str | None]:
     versions: dict[str, str | None] = {"python": platform.python_version()}
-    for name in PACKAGES:
+    for name, distribution in PACKAGES.items():
         try:
-            versions[name] = metadata.version(name)
+            versions[name] = metadata.version(distribution)
         except metadata.PackageNotFoundError:
             versions[name] = None
     return versions

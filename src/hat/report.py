@@ -54,7 +54,8 @@ def parse_overrides(items) -> dict[str, str]:
 def fused_test_metrics(metrics: dict[str, float]) -> dict[str, float]:
     """The fused test metrics of a results file: ``test/<metric>``, or the first protocol's
     (``test/coco1k/<metric>``) when the dataset reports several."""
-    prefixes = ["test/"] + sorted({k.rsplit("/", 1)[0] + "/" for k in metrics if k.count("/") == 2 and "/level" not in k})
+    protocols = {k.rsplit("/", 1)[0] + "/" for k in metrics if k.count("/") == 2 and "/level" not in k}
+    prefixes = ["test/"] + sorted(protocols)
     for prefix in prefixes:
         if all(prefix + m in metrics for m in METRICS):
             return {m: metrics[prefix + m] for m in METRICS}

@@ -25,11 +25,11 @@ from hat.alignment import PairAttention, fuse_levels, pair_attention
 from hat.data.datasets import CaptionCollator
 from hat.data.records import ImageRecord, load_image_file
 from hat.data.transforms import eval_transform
-from hat.engine.evaluation import EncodedSplit, encode_caption_batch, encode_image_batch, level_similarities
-from hat.engine.runtime import PRECISIONS, Runtime, resolve_precision
+from hat.features import encode_caption_batch, encode_image_batch, score_level
 from hat.models.hat import HATModel
 from hat.models.loading import load_model
 from hat.models.weight_sources import WeightSource
+from hat.runtime import PRECISIONS, Runtime, resolve_precision
 
 ImageInput = Image.Image | str | Path
 
@@ -71,7 +71,9 @@ class Scores:
 class Retriever:
     """A loaded model with its image transform and tokenizer, on one device and in one precision."""
 
-    def __init__(self, model: HATModel, config, tokenizer, runtime: Runtime, source: WeightSource | None = None) -> None:
+    def __init__(
+        self, model: HATModel, config, tokenizer, runtime: Runtime, source: WeightSource | None = None
+    ) -> None:
         """``model`` as it is (its device and train/eval mode are the caller's), built from the run
         ``config``; ``source``: where its weights came from (:func:`load` sets it)."""
         self.model = model
@@ -109,18 +111,23 @@ class Retriever:
         tokens = self.collator.tokenize(texts)
         ids, mask = tokens["input_ids"], tokens["attention_mask"]
         batches = [
-            encode_caption_batch(self.model, ids[start : start + batch_size], mask[start : start + batch_size], self.runtime)
+            encode_caption_batch(
+                self.model, ids[start : start + batch_size], mask[start : start + batch_size], self.runtime
+            )
             for start in range(0, len(texts), batch_size)
         ]
-        return TextFeatures([torch.cat(level) for level in zip(*batches)], mask.sum(dim=1).to(self.runtime.device), texts)
+        lengths = mask.sum(dim=1).to(self.runtime.device)
+        return TextFeatures([torch.cat(level) for level in zip(*batches)], lengths, texts)
 
     def score(self, images: ImageFeatures, texts: TextFeatures, levels: Sequence[int] | None = None) -> Scores:
         """Scores of every image against every text; ``levels`` (1-based) picks the levels fused
         (all for ``None``), as ``eval.levels`` does."""
         if levels is not None and not all(1 <= k <= self.num_levels for k in levels):
             raise ValueError(f"levels={list(levels)}: the model has levels 1..{self.num_levels}")
-        encoded = EncodedSplit(images.levels, texts.levels, texts.lengths)
-        per_level = level_similarities(self.model, encoded, self.runtime)
+        per_level = [
+            score_level(self.model, regions, words, texts.lengths, self.runtime)
+            for regions, words in zip(images.levels, texts.levels)
+        ]
         return Scores(per_level, fuse_levels(per_level, levels))
 
     def attention(self, image: ImageInput, text: str) -> list[PairAttention]:

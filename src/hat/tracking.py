@@ -147,17 +147,3 @@ class MultiTracker:
 
 
 LOGGERS = ("none", "wandb")  # values of logger.backend
-
-
-def build_tracker(cfg, run_dir: Path, config: dict, resume_id: str | None = None, start_step: int = 0) -> Tracker:
-    """Local ``metrics.jsonl`` always, plus W&B for ``logger.backend=wandb``.
-
-    ``config`` is the resolved run config (a plain dict) the W&B run records; ``resume_id`` the W&B
-    run a resumed training continues; ``start_step`` the step it starts or resumes at.
-    """
-    trackers: list[Tracker] = [JsonlTracker(run_dir / "metrics.jsonl", start_step)]
-    if cfg.backend == "wandb":
-        from hat.wandb_tracker import WandbTracker  # wandb is slow to import: only when used
-
-        trackers.append(WandbTracker(cfg, run_dir, config, resume_id))
-    return MultiTracker(trackers)

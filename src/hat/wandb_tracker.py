@@ -133,12 +133,16 @@ class WandbTracker:
             try:
                 self.run = wandb.init(mode="offline", **arguments)
             except Exception as offline_error:  # noqa: BLE001
-                log.warning("W&B could not start offline either (%s): the run keeps only its local files", offline_error)
+                log.warning(
+                    "W&B could not start offline either (%s): the run keeps only its local files", offline_error
+                )
                 return
         with self._guarded("setup"):
             self.run.define_metric(STEP_METRIC)
         if self.run.offline:
-            log.info("W&B offline run in %s; upload it later with `wandb sync %s`", self.run.dir, Path(self.run.dir).parent)
+            log.info(
+                "W&B offline run in %s; upload it later with `wandb sync %s`", self.run.dir, Path(self.run.dir).parent
+            )
 
     @property
     def run_id(self) -> str | None:
@@ -187,7 +191,9 @@ class WandbTracker:
             import wandb
 
             settings = self.examples
-            examples = retrieval_examples(fuse_levels(level_scores), split, settings.queries, settings.top_k, settings.curve_max_k)
+            examples = retrieval_examples(
+                fuse_levels(level_scores), split, settings.queries, settings.top_k, settings.curve_max_k
+            )
             size = settings.thumbnail
             top_k = len(examples.image_queries[0].top_captions) if examples.image_queries else 0
             mark = {True: "✓ ", False: "✗ "}
@@ -232,7 +238,8 @@ class WandbTracker:
                 pairs = [(query.image, split.records[query.image].captions[0])
                          for query in examples.image_queries[: settings.attention_pairs]]
                 entries[f"{prefix}/examples/attention"] = [
-                    wandb.Image(explain(image, caption), caption=f"image {image}: {caption}") for image, caption in pairs
+                    wandb.Image(explain(image, caption), caption=f"image {image}: {caption}")
+                    for image, caption in pairs
                 ]
             self._define(entries)
             self.run.log({**entries, STEP_METRIC: step})

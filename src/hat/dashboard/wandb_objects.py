@@ -1,6 +1,7 @@
 """``python -m hat.dashboard``: the W&B workspace and sweep report, built from :func:`hat.dashboard.panels.sections`.
 
-Building these objects (always with an explicit entity) reaches no server; :func:`describe` turns them into JSON for ``--dry-run``.
+Building these objects (always with an explicit entity) reaches no server; :func:`describe` turns
+them into JSON for ``--dry-run``.
 """
 
 from __future__ import annotations

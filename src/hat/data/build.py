@@ -136,7 +136,8 @@ def build_splits(cfg, seed: int) -> dict[str, CaptionedImages]:
 
 
 def _check_shapes_sizes(cfg) -> None:
-    """Raise ``ValueError`` naming each of ``dataset.num_train``/``num_val``/``num_test`` that is not an integer >= 1."""
+    """Raise ``ValueError`` naming each of ``dataset.num_train``/``num_val``/``num_test`` that is not an
+    integer >= 1."""
     problems = [
         f"dataset.num_{split}={cfg[f'num_{split}']!r} must be an integer >= 1 (images generated for the {split} split)"
         for split in SPLIT_NAMES

@@ -101,7 +101,8 @@ class EncodedImages:
         """Pack crops drawn by one :class:`EncodedTrainCrop` (one output size)."""
         buffer = torch.frombuffer(bytearray(b"".join(crop.data for crop in crops)), dtype=torch.uint8)
         ends = list(accumulate(len(crop.data) for crop in crops))
-        return cls(buffer, ends, [c.box for c in crops], [c.flip for c in crops], [c.path for c in crops], crops[0].size)
+        boxes, flips, paths = [c.box for c in crops], [c.flip for c in crops], [c.path for c in crops]
+        return cls(buffer, ends, boxes, flips, paths, crops[0].size)
 
     def __len__(self) -> int:
         return len(self.ends)

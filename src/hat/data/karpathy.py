@@ -69,7 +69,9 @@ def read_karpathy_records(
         if not caption_problems:
             image_path = root / "images" / str(entry.get("filepath") or "") / entry["filename"]
             records[split].append(
-                ImageRecord(key=entry["filename"], captions=captions, path=image_path, entry=f"images[{index}] of {path}")
+                ImageRecord(
+                    key=entry["filename"], captions=captions, path=image_path, entry=f"images[{index}] of {path}"
+                )
             )
     clean.log_summary(str(path))
     return records, problems

@@ -149,7 +149,7 @@ def load_image_file(record: ImageRecord) -> Image.Image:
             why = _pixels_problem(image.size)
             if why is None:
                 return image.convert("RGB")
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:  # the warning where filters raise it
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:  # the warning where filters raise
         raise BadImageError.at(path, f"possible decompression bomb: {error}") from error
     except Image.UnidentifiedImageError as error:
         raise BadImageError.at(path, "not an image file PIL can read") from error
@@ -164,4 +164,6 @@ def _pixels_problem(size: tuple[int, int]) -> str | None:
     width, height = size
     if limit is None or width * height <= limit:
         return None
-    return f"{width}x{height} pixels exceeds the decompression-bomb limit of {limit} pixels (PIL.Image.MAX_IMAGE_PIXELS)"
+    return (
+        f"{width}x{height} pixels exceeds the decompression-bomb limit of {limit} pixels (PIL.Image.MAX_IMAGE_PIXELS)"
+    )

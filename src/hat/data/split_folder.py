@@ -13,10 +13,10 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from hat.config import ConfigError
+from hat.checks import ConfigError
 from hat.data.build import build_splits
 from hat.data.records import CaptionedImages
-from hat.engine.checkpoint import load_checkpoint
+from hat.models.checkpoint_file import load_checkpoint
 
 CAPTIONS_FILE = "captions.txt"
 

@@ -150,7 +150,9 @@ def _read_groups(
     for start in range(0, len(ids) - captions_per_image + 1, captions_per_image):
         group = ids[start : start + captions_per_image]
         entry = f"index {start}-{start + captions_per_image - 1}"
-        record, group_problems = _read_group(f"{path}: {entry} (ids {group})", f"{entry} of {path}", group, index, clean)
+        record, group_problems = _read_group(
+            f"{path}: {entry} (ids {group})", f"{entry} of {path}", group, index, clean
+        )
         problems += group_problems
         if record is not None:
             records.append(record)

@@ -52,7 +52,15 @@ def from_environment() -> Distributed:
     """The rank, world size and local rank torchrun set (or SLURM's, for tasks started by Hydra's
     submitit launcher, exported in torchrun's names first), or a single process."""
     if "WORLD_SIZE" not in os.environ and int(os.environ.get("SLURM_NTASKS", "1")) > 1:
-        from submitit.helpers import TorchDistributedEnvironment
+        try:
+            from submitit.helpers import TorchDistributedEnvironment
+        except ModuleNotFoundError as error:
+            from hat.extras import install_hint
+
+            raise ImportError(
+                f"a SLURM job of {os.environ['SLURM_NTASKS']} tasks reads its ranks with submitit, which is not "
+                f"installed: {install_hint('slurm')}"
+            ) from error
 
         TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
     world_size = int(os.environ.get("WORLD_SIZE", "1"))

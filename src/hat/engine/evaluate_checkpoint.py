@@ -7,16 +7,16 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from hat.config import ConfigError, to_plain
+from hat.checks import ConfigError, to_plain
 from hat.data.build import build_splits, check_dataset_root
 from hat.data.datasets import CaptionCollator
 from hat.engine.evaluation import score_split
-from hat.engine.runtime import resolve_runtime
 from hat.engine.test_report import report_scores
 from hat.models.export import export_model, model_card
 from hat.models.loading import rebuild, rebuild_config
 from hat.models.weight_sources import open_weight_source
 from hat.provenance import provenance
+from hat.runtime import resolve_runtime
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 from torch.utils.data import DataLoader, Subset
@@ -15,25 +14,12 @@ from hat.data.records import CaptionedImages
 from hat.data.transforms import eval_transform
 from hat.engine.distributed import Distributed, gather
 from hat.engine.preemption import ignore_stop_signals, iterate_workers_safely
-from hat.engine.runtime import Runtime
+from hat.features import EncodedSplit, encode_caption_batch, encode_image_batch, score_level
 from hat.metrics import prefixed, retrieval_recall
 from hat.models.hat import HATModel
+from hat.runtime import Runtime
 
 log = logging.getLogger(__name__)
-STREAM_IMAGES = 256  # images per block scored from host memory
-
-
-@dataclass
-class EncodedSplit:
-    """Projected features of a split, in half precision.
-
-    ``images``: one ``(N, R_k, D)`` tensor per level (each image encoded once);
-    ``captions``: one ``(K * N, W, D)`` tensor per level; ``lengths``: ``(K * N,)``.
-    """
-
-    images: list[torch.Tensor]
-    captions: list[torch.Tensor]
-    lengths: torch.Tensor
 
 
 @torch.no_grad()
@@ -81,7 +67,8 @@ def encode_split(
     caption_chunks: list[list[torch.Tensor]] = [[] for _ in range(model.num_levels)]
     for start in range(lo * per_image, hi * per_image, batch_size):
         stop = min(start + batch_size, hi * per_image)
-        levels = encode_caption_batch(model, tokens["input_ids"][start:stop], tokens["attention_mask"][start:stop], runtime)
+        ids, mask = tokens["input_ids"][start:stop], tokens["attention_mask"][start:stop]
+        levels = encode_caption_batch(model, ids, mask, runtime)
         for chunks, level in zip(caption_chunks, levels):
             chunks.append(level.to(storage))
     return EncodedSplit(
@@ -91,24 +78,6 @@ def encode_split(
         ],
         lengths=tokens["attention_mask"].sum(dim=1).to(runtime.device),
     )
-
-
-@torch.no_grad()
-def encode_image_batch(model: HATModel, pixels: torch.Tensor, runtime: Runtime) -> list[torch.Tensor]:
-    """``(B, 3, S, S)`` normalised pixels -> one float16 ``(B, R_k, D)`` tensor per level, on the device."""
-    with runtime.autocast():
-        levels = model.encode_images(pixels.to(runtime.device, non_blocking=True))
-    return [level.half() for level in levels]
-
-
-@torch.no_grad()
-def encode_caption_batch(
-    model: HATModel, input_ids: torch.Tensor, attention_mask: torch.Tensor, runtime: Runtime
-) -> list[torch.Tensor]:
-    """``(B, W)`` token ids and mask -> one float16 ``(B, W, D)`` tensor per level, on the device."""
-    with runtime.autocast():
-        levels, _ = model.encode_captions(input_ids.to(runtime.device), attention_mask.to(runtime.device))
-    return [level.half() for level in levels]
 
 
 def _feature_storage(
@@ -162,24 +131,11 @@ def level_similarities(
     all at once, or 256 when the features were kept in host memory for a GPU evaluation, see
     :func:`encode_split`); a level's captions go to the device whole."""
     lo, hi, shard = _shard(encoded.images[0].shape[0], ranks)
-    lengths = encoded.lengths.to(runtime.device)
-    sims = []
-    for images, captions in zip(encoded.images, encoded.captions):
-        images = images[lo:hi]
-        captions = captions.to(runtime.device)
-        if runtime.device.type == "cpu":
-            captions = captions.float()
-        step = stream_images or (STREAM_IMAGES if images.device != runtime.device else max(1, images.shape[0]))
-        blocks = []
-        for start in range(0, images.shape[0], step):
-            block = images[start : start + step].to(runtime.device, non_blocking=True)
-            if runtime.device.type == "cpu":
-                block = block.float()
-            with runtime.autocast():
-                blocks.append(model.level_similarities([block], [captions], lengths)[0])
-        del captions
-        sims.append(_gather_shards(torch.cat(blocks), shard, encoded.images[0].shape[0]))
-    return sims
+    return [
+        _gather_shards(score_level(model, images[lo:hi], captions, encoded.lengths, runtime, stream_images), shard,
+                       encoded.images[0].shape[0])
+        for images, captions in zip(encoded.images, encoded.captions)
+    ]
 
 
 def recall_table(
@@ -216,9 +172,10 @@ def fold_mean_table(
             f"test protocol {protocol!r} needs {folds} equal folds, but the split has {num_images} images"
         )
     size = num_images // folds
+    width = size * captions_per_image  # a fold's captions
     tables = [
         recall_table(
-            [s[f * size : (f + 1) * size, f * size * captions_per_image : (f + 1) * size * captions_per_image] for s in sims],
+            [s[f * size : (f + 1) * size, f * width : (f + 1) * width] for s in sims],
             split,
             captions_per_image,
             protocol,

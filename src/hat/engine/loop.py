@@ -21,8 +21,8 @@ from hat.engine.distributed import from_environment, init_process_group, shutdow
 from hat.engine.failures import TrainingDiverged
 from hat.engine.preemption import EXIT_PREEMPTED, Preempted, PreemptionSignals
 from hat.engine.run_folder import RunFolder
-from hat.engine.runtime import resolve_runtime
 from hat.engine.training_run import TrainingRun, TrainOutcome
+from hat.runtime import resolve_runtime
 
 __all__ = ["TrainOutcome", "TrainingDiverged", "TrainingRun", "train"]
 
@@ -50,7 +50,7 @@ def train(cfg, run_dir: Path, signals: PreemptionSignals | None = None) -> Train
 
 def _run(cfg, run_dir: Path, ranks, signals: PreemptionSignals) -> TrainOutcome:
     runtime = resolve_runtime(cfg.hardware, ranks.local_rank)
-    timeout_s = float(cfg.hardware.get("dist_timeout", 1800))
+    timeout_s = float(cfg.hardware.dist_timeout)
     init_process_group(ranks, runtime.device.type, timeout_s)
     exit_code = 1  # until the run returns
     run = None

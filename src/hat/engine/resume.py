@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 
 from hat.atomic import atomic_write
-from hat.config import ConfigError
+from hat.checks import ConfigError
 from hat.engine.checkpoint import TrainingState, load_checkpoint, restore_rng_state
 from hat.engine.distributed import gather_objects
 
@@ -77,7 +77,9 @@ def carry_best(resume: Path, checkpoints: Path) -> bool:
     return True
 
 
-def resume_training(resume, checkpoints: Path, state: TrainingState, config: dict, ranks) -> tuple[Path, str | None] | None:
+def resume_training(
+    resume, checkpoints: Path, state: TrainingState, config: dict, ranks
+) -> tuple[Path, str | None] | None:
     """Load the checkpoint ``resume`` names (see :func:`resume_path`) into ``state`` and this rank's
     RNG; warn (rank 0) for each setting of ``config`` the checkpoint overrides; bring its folder's
     best checkpoint into ``checkpoints`` (:func:`keep_best`). Returns ``(path, W&B run id)``, or

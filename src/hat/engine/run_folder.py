@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from hat.config import ConfigError
+from hat.checks import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,8 @@ class RunFolder:
                 f"or give this run its own hydra.run.dir=PATH"
             ) from None
         os.ftruncate(handle, 0)
-        os.write(handle, f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}".encode())
+        since = time.strftime("%Y-%m-%d %H:%M:%S")
+        os.write(handle, f"pid {os.getpid()} on {socket.gethostname()} since {since}".encode())
         self._lock = handle
 
     def _remove_stale_temporaries(self) -> None:

@@ -20,8 +20,8 @@ from torch.nn.parallel import DistributedDataParallel
 from hat.data.device_decode import images_on
 from hat.engine.checkpoint import capture_rng_state, restore_rng_state
 from hat.engine.distributed import gather_with_grad
-from hat.engine.runtime import Runtime
 from hat.models.hat import HATModel
+from hat.runtime import Runtime
 
 
 def wrap_for_training(model: HATModel, ranks, runtime: Runtime) -> nn.Module:

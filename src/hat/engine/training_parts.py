@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from hat.config import ConfigError
+from hat.checks import ConfigError
 from hat.data.build import build_splits
 from hat.data.datasets import CaptionCollator, EpochShuffleSampler, PairDataset
 from hat.data.device_decode import EncodedTrainCrop, read_jpeg_bytes
@@ -18,11 +18,12 @@ from hat.data.records import CaptionedImages
 from hat.data.transforms import train_transform
 from hat.engine.checkpoint import TrainingState
 from hat.engine.preemption import ignore_stop_signals
-from hat.engine.runtime import Runtime
 from hat.losses import build_loss
 from hat.models.hat import HATModel, build_model
 from hat.models.text_encoder import build_tokenizer
 from hat.models.weight_sources import load_weights, open_weight_source
+from hat.runtime import Runtime
+from hat.tracking import JsonlTracker, MultiTracker, Tracker
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ def build_training(cfg, config: dict, ranks, runtime: Runtime) -> TrainingParts:
     stores) gets the text architecture actually built, so the model can be rebuilt offline."""
     torch.manual_seed(cfg.seed)
     splits = build_splits(cfg.dataset, cfg.seed)
-    accumulate = cfg.train.get("accumulate", 1)
+    accumulate = cfg.train.accumulate
     _check_batch_fits(cfg, splits["train"], accumulate, ranks.world_size)
     log.info("dataset %s: %s", cfg.dataset.name, {name: len(split) for name, split in splits.items()})
     model = _build_model(cfg, config, runtime)
@@ -82,7 +83,7 @@ def _build_model(cfg, config: dict, runtime: Runtime) -> HATModel:
     if cfg.get("init_weights"):
         load_weights(open_weight_source(Path(cfg.init_weights)), model)
         log.info("initial weights from %s", cfg.init_weights)
-    model.set_grad_checkpointing(bool(cfg.hardware.get("grad_checkpointing", False)))
+    model.set_grad_checkpointing(bool(cfg.hardware.grad_checkpointing))
     log.info("model: %.1fM parameters", sum(p.numel() for p in model.parameters()) / 1e6)
     return model
 
@@ -92,11 +93,11 @@ def _train_loader(cfg, split: CaptionedImages, collator: CaptionCollator, ranks,
     ``train.batch_size x train.accumulate`` pairs, augmented as ``dataset`` says; with
     ``hardware.image_decode=device`` the workers only read the files and draw the crops."""
     augmentation = (cfg.encoder.image.image_size, cfg.dataset.train_crop_scale, cfg.dataset.train_hflip)
-    if cfg.hardware.get("image_decode", "cpu") == "device":
+    if cfg.hardware.image_decode == "device":
         pairs = PairDataset(split, EncodedTrainCrop(*augmentation), cfg.seed, read=read_jpeg_bytes)
     else:
         pairs = PairDataset(split, train_transform(*augmentation), cfg.seed)
-    step_batch = cfg.train.batch_size * cfg.train.get("accumulate", 1)
+    step_batch = cfg.train.batch_size * cfg.train.accumulate
     sampler = EpochShuffleSampler(len(pairs), cfg.seed, step_batch, ranks.rank, ranks.world_size)
     loader = DataLoader(
         pairs,
@@ -109,3 +110,17 @@ def _train_loader(cfg, split: CaptionedImages, collator: CaptionCollator, ranks,
         generator=torch.Generator().manual_seed(cfg.seed),
     )
     return pairs, sampler, loader
+
+
+def build_tracker(cfg, run_dir: Path, config: dict, resume_id: str | None = None, start_step: int = 0) -> Tracker:
+    """Local ``metrics.jsonl`` always, plus W&B for ``logger.backend=wandb`` (``cfg`` is ``logger``).
+
+    ``config`` is the resolved run config (a plain dict) the W&B run records; ``resume_id`` the W&B
+    run a resumed training continues; ``start_step`` the step it starts or resumes at.
+    """
+    trackers: list[Tracker] = [JsonlTracker(run_dir / "metrics.jsonl", start_step)]
+    if cfg.backend == "wandb":
+        from hat.wandb_tracker import WandbTracker  # wandb is slow to import: only when used
+
+        trackers.append(WandbTracker(cfg, run_dir, config, resume_id))
+    return MultiTracker(trackers)

@@ -22,9 +22,9 @@ from hat.engine.resume import resume_training
 from hat.engine.step import training_step, wrap_for_training
 from hat.engine.test_report import report_scores
 from hat.engine.throughput import ThroughputMeter
-from hat.engine.training_parts import build_training
+from hat.engine.training_parts import build_tracker, build_training
 from hat.provenance import provenance
-from hat.tracking import NullTracker, build_tracker
+from hat.tracking import NullTracker
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ class TrainingRun:
         self.config = to_plain(cfg)
         self.monitor_names, self.higher_is_better = monitor_terms(cfg.train.monitor, len(cfg.alignment.levels))
         self.max_steps = cfg.train.max_steps or math.inf
-        self.accumulate = cfg.train.get("accumulate", 1)
+        self.accumulate = cfg.train.accumulate
         self._saved_step: int | None = None  # the step this run's `last` holds
         self._step_fn, self._wrapped_frozen = None, None
         self.tracker = NullTracker()  # until setup() starts the run's own

@@ -24,7 +24,7 @@ import torch
 import triton
 import triton.language as tl
 
-from hat.alignment import LEAKY_SLOPE, NORM_EPS
+from hat.kernels.constants import LEAKY_SLOPE, NORM_EPS
 
 _SLOPE = tl.constexpr(LEAKY_SLOPE)
 _EPS = tl.constexpr(NORM_EPS)
@@ -33,7 +33,8 @@ _EPS = tl.constexpr(NORM_EPS)
 @triton.jit
 def _load_rows(ptr, rows, row_stride, row_valid, cols, col_valid):
     """The ``(rows, cols)`` tile of a row-major matrix, zero outside the valid rows and columns."""
-    return tl.load(ptr + rows[:, None] * row_stride + cols[None, :], mask=row_valid[:, None] & col_valid[None, :], other=0.0)
+    mask = row_valid[:, None] & col_valid[None, :]
+    return tl.load(ptr + rows[:, None] * row_stride + cols[None, :], mask=mask, other=0.0)
 
 
 @triton.jit
@@ -150,7 +151,8 @@ def _t2i_kernel(
     d_valid = d_offsets < dim
     length = tl.load(len_ptr + caption)
     w_valid = w_offsets < length
-    words = _load_rows(t_ptr + caption * stride_tc, w_offsets, stride_tw, w_valid, d_offsets, d_valid)  # (BLOCK_W, BLOCK_D)
+    # (BLOCK_W, BLOCK_D)
+    words = _load_rows(t_ptr + caption * stride_tc, w_offsets, stride_tw, w_valid, d_offsets, d_valid)
     words_f = words.to(tl.float32)
     word_norm = tl.sqrt(tl.sum(words_f * words_f, axis=1))
 

@@ -18,7 +18,7 @@ from omegaconf.errors import OmegaConfBaseException
 from safetensors.torch import save
 
 from hat.atomic import atomic_write
-from hat.config import ConfigError
+from hat.checks import ConfigError
 from hat.models.weights import read_safetensors
 
 WEIGHTS_FILE = "model.safetensors"
@@ -54,7 +54,8 @@ def model_card(config: dict, source: Path, title: str, table: str) -> str:
             f"Exported from `{source}`.",
             "",
             f"- image encoder: `{encoder['image']['name']}` ({encoder['image']['image_size']} px)",
-            f"- text encoder: {encoder['text']['num_layers']} layers (`{encoder['text'].get('name') or 'BERT from config'}`)",
+            f"- text encoder: {encoder['text']['num_layers']} layers "
+            f"(`{encoder['text'].get('name') or 'BERT from config'}`)",
             f"- levels: text layers {alignment['levels']}, {alignment['direction']} cross attention, "
             f"lambda {alignment['smooth']}, width {encoder['embed_dim']}",
             "",
@@ -90,7 +91,9 @@ def read_export(folder: Path) -> tuple[dict[str, torch.Tensor], dict]:
     """``(state_dict, config)`` of an export folder; errors name the folder and the missing or unreadable file."""
     for name in (WEIGHTS_FILE, CONFIG_FILE):
         if not (folder / name).is_file():
-            raise ConfigError(f"{folder} is not an exported model: it has no {name} (expected {WEIGHTS_FILE} and {CONFIG_FILE})")
+            raise ConfigError(
+                f"{folder} is not an exported model: it has no {name} (expected {WEIGHTS_FILE} and {CONFIG_FILE})"
+            )
     weights = folder / WEIGHTS_FILE
     return read_safetensors(weights, f"exported weights {weights}"), _read_config(folder / CONFIG_FILE)
 

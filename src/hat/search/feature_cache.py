@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from hat.atomic import atomic_write
 from hat.data.records import BadImageError
-from hat.engine.evaluation import encode_image_batch
+from hat.features import encode_image_batch
 from hat.retriever import ImageFeatures, Retriever, as_rgb
 
 log = logging.getLogger(__name__)
@@ -111,7 +111,9 @@ def build_cache(
         planned.append((home / f"shard-{digest}.safetensors", chunk))
     missing = [(path, chunk) for path, chunk in planned if not path.is_file()]
     todo = sum(len(chunk) for _, chunk in missing)
-    log.info("%d images under %s: %d cached, %d to encode (cache %s)", len(names), folder, len(names) - todo, todo, home)
+    log.info(
+        "%d images under %s: %d cached, %d to encode (cache %s)", len(names), folder, len(names) - todo, todo, home
+    )
     with tqdm(total=todo, unit="img", desc="encoding images", disable=not progress or todo == 0) as bar:
         for path, chunk in missing:
             _encode_shard(retriever, folder, chunk, path, batch_size, num_workers, bar)

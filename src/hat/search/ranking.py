@@ -62,7 +62,9 @@ def rank_images(
     return best.hits()
 
 
-def rank_texts(retriever: Retriever, image: ImageFeatures, lines: list[str], top_k: int, batch_size: int = 256) -> list[Hit]:
+def rank_texts(
+    retriever: Retriever, image: ImageFeatures, lines: list[str], top_k: int, batch_size: int = 256
+) -> list[Hit]:
     """The ``top_k`` of ``lines`` for one encoded image, encoding ``batch_size`` lines at a time."""
     best = TopK(1, top_k)
     for start in range(0, len(lines), batch_size):
