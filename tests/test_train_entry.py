@@ -50,13 +50,6 @@ def test_errors_end_a_single_run_with_status_2_and_are_raised_in_multirun_jobs(m
         assert capsys.readouterr().err == "error: train.batch_size='abc' must be an integer >= 2\n"
 
 
-def test_a_loader_worker_error_is_shown_as_its_own_last_line():
-    wrapped = RuntimeError("Caught OSError in DataLoader worker process 0.\nOriginal Traceback (most recent call "
-                           "last):\n  File \"x.py\", line 1\nOSError: /data/img.jpg: image file is truncated")
-    assert entry._one_line(wrapped) == "OSError: /data/img.jpg: image file is truncated"
-    assert entry._one_line(ValueError("plain")) == "plain"
-
-
 @pytest.mark.parametrize(("gpus", "tasks", "device"), [("8", 8, "auto"), ("null", 1, "auto")])
 def test_slurm_preset_resumes_by_default_and_runs_on_cpu_nodes(gpus, tasks, device):
     cfg = _compose("hardware=slurm", f"hydra.launcher.gpus_per_node={gpus}", mode=RunMode.MULTIRUN)
