@@ -23,7 +23,7 @@ import torch
 from hat.alignment import fuse_levels
 from hat.data.records import CaptionedImages
 from hat.metrics import RANK_KEYS
-from hat.retrieval_examples import retrieval_examples
+from hat.retrieval_examples import RetrievalExamples, retrieval_examples
 from hat.tracking import Explain
 
 log = logging.getLogger(__name__)
@@ -194,44 +194,16 @@ class WandbTracker:
             examples = retrieval_examples(
                 fuse_levels(level_scores), split, settings.queries, settings.top_k, settings.curve_max_k
             )
-            size = settings.thumbnail
-            top_k = len(examples.image_queries[0].top_captions) if examples.image_queries else 0
-            mark = {True: "✓ ", False: "✗ "}
-            image_table = wandb.Table(
-                columns=["image", "index", "first_correct_rank", *(f"top{k}" for k in range(1, top_k + 1))]
-            )
-            for query in examples.image_queries:
-                image_table.add_data(
-                    wandb.Image(examples.thumbnail(query.image, size)),
-                    query.image,
-                    query.first_correct_rank,
-                    *(mark[ok] + text for ok, text in zip(query.top_correct, query.top_captions)),
-                )
-            top_k = len(examples.caption_queries[0].top_images) if examples.caption_queries else 0
-            caption_table = wandb.Table(
-                columns=["caption", "image", "first_correct_rank", *(f"top{k}" for k in range(1, top_k + 1))]
-            )
-            for query in examples.caption_queries:
-                caption_table.add_data(
-                    query.caption,
-                    wandb.Image(examples.thumbnail(query.image, size)),
-                    query.first_correct_rank,
-                    *(
-                        wandb.Image(examples.thumbnail(image, size), caption=mark[ok] + f"image {image}")
-                        for ok, image in zip(query.top_correct, query.top_images)
-                    ),
-                )
-            ks = list(range(1, len(examples.i2t_curve) + 1))
             curve = wandb.plot.line_series(
-                xs=ks,
+                xs=list(range(1, len(examples.i2t_curve) + 1)),
                 ys=[examples.i2t_curve, examples.t2i_curve],
                 keys=["i2t", "t2i"],
                 title=f"{prefix} recall@K",
                 xname="K",
             )
             entries = {
-                f"{prefix}/examples/image_queries": image_table,
-                f"{prefix}/examples/caption_queries": caption_table,
+                f"{prefix}/examples/image_queries": _image_query_table(wandb, examples, settings.thumbnail),
+                f"{prefix}/examples/caption_queries": _caption_query_table(wandb, examples, settings.thumbnail),
                 f"{prefix}/recall_curve": curve,
             }
             if explain is not None and settings.get("attention"):
@@ -263,3 +235,38 @@ class WandbTracker:
         with self._guarded("finish"):
             self.run.finish(exit_code=exit_code)
         self.run = None
+
+
+MARKS = {True: "✓ ", False: "✗ "}  # a result that belongs to its query, or not
+
+
+def _image_query_table(wandb, examples: RetrievalExamples, size: int):
+    """Image queries: the image's thumbnail, index and first correct rank, then its top captions."""
+    top_k = len(examples.image_queries[0].top_captions) if examples.image_queries else 0
+    table = wandb.Table(columns=["image", "index", "first_correct_rank", *(f"top{k}" for k in range(1, top_k + 1))])
+    for query in examples.image_queries:
+        table.add_data(
+            wandb.Image(examples.thumbnail(query.image, size)),
+            query.image,
+            query.first_correct_rank,
+            *(MARKS[ok] + text for ok, text in zip(query.top_correct, query.top_captions)),
+        )
+    return table
+
+
+def _caption_query_table(wandb, examples: RetrievalExamples, size: int):
+    """Caption queries: the caption, its image's thumbnail, the first correct rank, then thumbnails
+    of the images it retrieved first."""
+    top_k = len(examples.caption_queries[0].top_images) if examples.caption_queries else 0
+    table = wandb.Table(columns=["caption", "image", "first_correct_rank", *(f"top{k}" for k in range(1, top_k + 1))])
+    for query in examples.caption_queries:
+        table.add_data(
+            query.caption,
+            wandb.Image(examples.thumbnail(query.image, size)),
+            query.first_correct_rank,
+            *(
+                wandb.Image(examples.thumbnail(image, size), caption=MARKS[ok] + f"image {image}")
+                for ok, image in zip(query.top_correct, query.top_images)
+            ),
+        )
+    return table
