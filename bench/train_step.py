@@ -28,6 +28,7 @@ from common import mib, pick_device, report, synchronize  # noqa: E402
 from hat.engine.step import training_step  # noqa: E402
 from hat.losses import build_loss  # noqa: E402
 from hat.models.hat import build_model  # noqa: E402
+from hat.models.spec import model_spec  # noqa: E402
 from hat.runtime import COMPILE_MODES, resolve_runtime  # noqa: E402
 
 
@@ -46,7 +47,7 @@ def model_config(name: str, image_size: int | None):
 def throughput(cfg, runtime, batch: int, frozen: bool, steps: int, warmup: int) -> tuple[float, int]:
     """``(samples/s, peak GPU bytes)`` of ``steps`` training steps after ``warmup`` ones."""
     torch.manual_seed(0)
-    model = build_model(cfg).to(runtime.device)
+    model = build_model(model_spec(cfg)).to(runtime.device)
     model.set_encoders_frozen(frozen)
     loss_fn = build_loss(cfg.loss).to(runtime.device)
     step_fn = runtime.compiled(model)

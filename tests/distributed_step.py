@@ -21,6 +21,7 @@ from hat.engine.evaluation import protocol_tables, score_split  # noqa: E402
 from hat.engine.step import training_step  # noqa: E402
 from hat.losses import build_loss  # noqa: E402
 from hat.models.hat import build_model  # noqa: E402
+from hat.models.spec import model_spec  # noqa: E402
 from hat.models.text_encoder import build_tokenizer  # noqa: E402
 from hat.runtime import resolve_runtime  # noqa: E402
 
@@ -35,11 +36,12 @@ def main(out: Path, chunks: int) -> None:
     runtime = resolve_runtime(cfg.hardware)
     distributed.init_process_group(ranks, runtime.device.type)
     torch.manual_seed(0)
-    model = build_model(cfg)
+    model = build_model(model_spec(cfg))
     model.eval()  # no dropout: both runs must compute the same function
     loss_fn = build_loss(cfg.loss)
     splits = build_splits(cfg.dataset, cfg.seed)
-    collator = CaptionCollator(build_tokenizer(cfg.encoder.text), cfg.encoder.text.max_length, pad_to_max_length=True)
+    text = model_spec(cfg).text
+    collator = CaptionCollator(build_tokenizer(text), text.max_length, pad_to_max_length=True)
     pairs = PairDataset(splits["train"], eval_transform(cfg.encoder.image.image_size), cfg.seed)
     local = GLOBAL_BATCH // ranks.world_size
     batch = collator([pairs[i] for i in range(ranks.rank * local, (ranks.rank + 1) * local)])

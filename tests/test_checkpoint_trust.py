@@ -19,6 +19,7 @@ from hat.engine.checkpoint import CHECKPOINT_FORMAT, save_checkpoint
 from hat.engine.evaluate_checkpoint import evaluate_checkpoint
 from hat.models.export import export_model
 from hat.models.hat import build_model
+from hat.models.spec import model_spec
 from hat.models.weight_sources import WeightSource, load_weights, open_weight_source
 from hat.models.weights import MODEL_PACKAGES, resolve_model_location
 
@@ -29,7 +30,7 @@ PLANTED = "hat_planted_module"  # a module a stranger's config would like import
 @pytest.fixture(scope="module")
 def tiny_model():
     torch.manual_seed(0)
-    return build_model(compose_config("train", TINY_RUN))
+    return build_model(model_spec(compose_config("train", TINY_RUN)))
 
 
 @pytest.fixture(scope="module")

@@ -11,10 +11,16 @@ import pytest
 
 from conftest import CONF, ROOT, compose_config
 from hat.config import ConfigError, monitor_terms, validate_model_config, validate_train_config
-from hat.models.hat import resolve_taps
+from hat.models.spec import model_spec
 
 GROUPS = ("encoder", "alignment", "loss", "dataset", "hardware", "optim", "logger", "experiment")
 
+
+
+def taps(cfg) -> tuple[list[int], list[int]]:
+    """(text taps, image taps) as the model spec resolves them."""
+    spec = model_spec(cfg)
+    return list(spec.text_taps), list(spec.image_taps)
 
 def group_options():
     for group in GROUPS:
@@ -45,7 +51,7 @@ def test_defaults_reproduce_hat_recipe():
     assert cfg.train.batch_size == 58 and cfg.train.freeze_epochs == 11
     assert cfg.train.monitor == "val/i2t_r1+val/t2i_r1"
     assert cfg.logger.backend == "wandb" and cfg.hardware.device == "auto"
-    assert resolve_taps(cfg) == ([4, 10, 12], [2, 3, 4])
+    assert taps(cfg) == ([4, 10, 12], [2, 3, 4])
 
 
 @pytest.mark.parametrize(
@@ -55,20 +61,20 @@ def test_defaults_reproduce_hat_recipe():
 def test_text_levels_pair_with_the_top_swin_stages(levels, image_levels):
     cfg = compose_config("train", ["dataset=coco", f"alignment.levels={levels}"])
     validate_model_config(cfg)
-    assert resolve_taps(cfg)[1] == image_levels
+    assert taps(cfg)[1] == image_levels
 
 
 def test_vit_image_levels_scale_the_text_layer_to_its_depth():
     cfg = compose_config(
         "train", ["encoder.image.family=vit", "encoder.image.depth=24", "alignment.levels=[4,10,12]"]
     )
-    assert resolve_taps(cfg)[1] == [8, 20, 24]
+    assert taps(cfg)[1] == [8, 20, 24]
 
 
 def test_explicit_image_levels_are_used_as_given():
     cfg = compose_config("train", ["alignment.levels=[6,12]", "alignment.image_levels=[3,4]"])
     validate_model_config(cfg)
-    assert resolve_taps(cfg) == ([6, 12], [3, 4])
+    assert taps(cfg) == ([6, 12], [3, 4])
 
 
 BAD_VALUES = [

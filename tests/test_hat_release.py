@@ -23,6 +23,7 @@ from hat.models.hat_release import (
     load_release_checkpoint,
     release_to_model_key,
 )
+from hat.models.spec import model_spec
 from hat.models.text_encoder import build_tokenizer
 
 RELEASE_KEYS = Path(__file__).parent / "data" / "hat_checkpoint_keys.json"  # copy of shared/reference
@@ -104,12 +105,12 @@ def random_release_state(seed: int = 0) -> dict[str, torch.Tensor]:
 @pytest.fixture(scope="module")
 def hat_model():
     """The full-size model (Swin-B, BERT-base) with random weights; built once for this module."""
-    return build_model(compose_config("train", ["encoder=hat", "encoder.pretrained=false"]))
+    return build_model(model_spec(compose_config("train", ["encoder=hat", "encoder.pretrained=false"])))
 
 
 def tiny_model(seed: int):
     torch.manual_seed(seed)
-    return build_model(compose_config("train", ["encoder=tiny"])).eval()
+    return build_model(model_spec(compose_config("train", ["encoder=tiny"]))).eval()
 
 
 def tiny_release(model) -> dict[str, torch.Tensor]:
@@ -211,7 +212,7 @@ def test_a_converted_tiny_model_scores_exactly_as_the_original(tmp_path):
     path = tmp_path / "tiny.ckpt"
     save_lightning_checkpoint(path, tiny_release(original))
     converted = tiny_model(seed=1)
-    tokenizer = build_tokenizer(compose_config("train", ["encoder=tiny"]).encoder.text)
+    tokenizer = build_tokenizer(model_spec(compose_config("train", ["encoder=tiny"])).text)
     captions = tokenizer(
         ["a dog runs on the grass", "two people ride bikes", "a red car"], padding=True, return_tensors="pt"
     )
@@ -250,7 +251,7 @@ def test_every_unplaced_missing_or_misshaped_tensor_is_reported():
 
 def test_a_model_with_other_levels_is_refused():
     torch.manual_seed(0)
-    model = build_model(compose_config("train", ["encoder=tiny", "alignment.levels=[4,8,12]"]))
+    model = build_model(model_spec(compose_config("train", ["encoder=tiny", "alignment.levels=[4,8,12]"])))
 
     with pytest.raises(ValueError, match=r"alignment\.levels=\[4, 10, 12\]"):
         convert_release_state_dict(tiny_release(tiny_model(seed=0)), model)

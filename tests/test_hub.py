@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import http.server
 import subprocess
 import sys
@@ -11,12 +12,12 @@ import time
 import huggingface_hub
 import pytest
 import torch
-from omegaconf import OmegaConf
 
 from conftest import ROOT
 from hat.config import ConfigError
 from hat.models import hub
 from hat.models.image_encoder import build_image_encoder
+from hat.models.spec import ImageEncoderSpec, TextEncoderSpec
 from hat.models.text_encoder import build_text_encoder, build_tokenizer
 
 UNREACHABLE = "http://127.0.0.1:9"  # the discard port: connection refused at once
@@ -92,8 +93,8 @@ def test_the_probe_goes_through_the_proxy_and_a_gateway_error_is_no_answer(monke
 
 
 def _image_cfg(**extra):
-    return OmegaConf.create({"family": "swin", "name": "swin_base_patch4_window7_224.ms_in22k", "weights": None,
-                             "kwargs": {}, **extra})
+    settings = {"family": "swin", "name": "swin_base_patch4_window7_224.ms_in22k", "depth": 4, "image_size": 224}
+    return ImageEncoderSpec(**{**settings, **extra})
 
 
 def test_missing_image_weights_fail_fast_saying_what_was_tried_and_how_to_fix_it(offline_hub):
@@ -107,7 +108,7 @@ def test_missing_image_weights_fail_fast_saying_what_was_tried_and_how_to_fix_it
 
 
 def test_missing_text_model_and_tokenizer_fail_fast(offline_hub):
-    cfg = OmegaConf.create({"name": "bert-base-uncased", "tokenizer": None, "num_layers": 12})
+    cfg = TextEncoderSpec(name="bert-base-uncased", tokenizer=None, num_layers=12, max_length=32)
     with pytest.raises(ConfigError, match=r"encoder\.text\.name='bert-base-uncased'.*offline.*encoder\.text\.name=DIR"):
         build_text_encoder(cfg, taps=[12], pretrained=True)
     with pytest.raises(ConfigError, match=r"tokenizer 'bert-base-uncased'.*offline"):
@@ -124,14 +125,14 @@ def test_local_image_weights_load_and_must_fit(tmp_path):
     source = build_image_encoder(cfg, taps=[4], pretrained=False).backbone
     weights = tmp_path / "swin.safetensors"
     save_file({k: v.contiguous() for k, v in source.state_dict().items()}, weights)
-    loaded = build_image_encoder(OmegaConf.merge(cfg, {"weights": str(weights)}), taps=[4], pretrained=True)
+    loaded = build_image_encoder(dataclasses.replace(cfg, weights=str(weights)), taps=[4], pretrained=True)
     torch.testing.assert_close(loaded.backbone.state_dict(), source.state_dict())
 
-    bigger = OmegaConf.merge(cfg, {"weights": str(weights), "kwargs": {"embed_dim": 32}})
+    bigger = dataclasses.replace(cfg, weights=str(weights), kwargs={**cfg.kwargs, "embed_dim": 32})
     with pytest.raises(ConfigError, match=r"swin\.safetensors does not fit .*size mismatch for patch_embed"):
         build_image_encoder(bigger, taps=[4], pretrained=True)
     with pytest.raises(ConfigError, match=r"encoder\.image\.weights=.*nothing\.pth: no such file"):
-        build_image_encoder(OmegaConf.merge(cfg, {"weights": str(tmp_path / "nothing.pth")}), taps=[4], pretrained=True)
+        build_image_encoder(dataclasses.replace(cfg, weights=str(tmp_path / "nothing.pth")), taps=[4], pretrained=True)
 
 
 class Stranger:
@@ -178,7 +179,7 @@ def test_text_encoder_loads_from_a_saved_directory(tmp_path, offline_hub):
     source = BertModel(BertConfig(vocab_size=100, hidden_size=16, num_hidden_layers=3, num_attention_heads=2,
                                   intermediate_size=32))
     source.save_pretrained(tmp_path / "bert")
-    cfg = OmegaConf.create({"name": str(tmp_path / "bert"), "tokenizer": None, "num_layers": 3})
+    cfg = TextEncoderSpec(name=str(tmp_path / "bert"), tokenizer=None, num_layers=3, max_length=32)
     encoder = build_text_encoder(cfg, taps=[1, 3], pretrained=True)
     torch.testing.assert_close(encoder.model.state_dict(), source.state_dict())
 

@@ -10,6 +10,7 @@ import torch
 from hat.engine.checkpoint import load_checkpoint
 from hat.engine.loop import train
 from hat.metrics import METRIC_KEYS
+from hat.models.spec import model_spec
 
 pytestmark = pytest.mark.slow
 
@@ -53,7 +54,7 @@ def _initial_state(cfg) -> dict:
     from hat.models.hat import build_model
 
     torch.manual_seed(cfg.seed)
-    return build_model(cfg).state_dict()
+    return build_model(model_spec(cfg)).state_dict()
 
 
 def test_resume_auto_continues_to_identical_weights(tmp_path, tiny_config):

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 
 from hat.config import ConfigError
 from hat.models.hat import build_model
 from hat.models.image_encoder import build_image_encoder
+from hat.models.spec import ImageEncoderSpec, TextEncoderSpec, model_spec
 from hat.models.text_encoder import build_tokenizer
 
 
@@ -18,11 +18,11 @@ def tiny_model():
 
     cfg = compose_config("train", ["encoder=tiny"])
     torch.manual_seed(0)
-    return cfg, build_model(cfg).eval()
+    return cfg, build_model(model_spec(cfg)).eval()
 
 
 def _tokens(cfg, captions):
-    tokenizer = build_tokenizer(cfg.encoder.text)
+    tokenizer = build_tokenizer(model_spec(cfg).text)
     return tokenizer(captions, padding=True, truncation=True, max_length=32, return_tensors="pt")
 
 
@@ -39,9 +39,7 @@ def test_tiny_model_levels_pair_text_layers_with_the_top_swin_stages(tiny_model)
 
 
 def test_hat_swin_b_stages_give_784_196_49_tokens_of_256_512_1024_channels():
-    cfg = OmegaConf.create(
-        {"family": "swin", "name": "swin_base_patch4_window7_224", "weights": None, "kwargs": {}}
-    )
+    cfg = ImageEncoderSpec(family="swin", name="swin_base_patch4_window7_224", depth=4, image_size=224)
     encoder = build_image_encoder(cfg, taps=[2, 3, 4], pretrained=False).eval()
     assert encoder.widths == [256, 512, 1024]
     assert set(encoder.stage_norms) == {"1", "2", "3"}  # stage 4 uses the backbone's own final norm
@@ -52,13 +50,9 @@ def test_hat_swin_b_stages_give_784_196_49_tokens_of_256_512_1024_channels():
 
 
 def test_vit_taps_are_layers():
-    cfg = OmegaConf.create(
-        {
-            "family": "vit",
-            "name": "vit_base_patch16_224",
-            "weights": None,
-            "kwargs": {"img_size": 32, "patch_size": 8, "embed_dim": 32, "depth": 6, "num_heads": 2},
-        }
+    cfg = ImageEncoderSpec(
+        family="vit", name="vit_base_patch16_224", depth=6, image_size=32,
+        kwargs={"img_size": 32, "patch_size": 8, "embed_dim": 32, "depth": 6, "num_heads": 2},
     )
     encoder = build_image_encoder(cfg, taps=[3, 6], pretrained=False)
     tokens = encoder(torch.randn(2, 3, 32, 32))
@@ -105,12 +99,12 @@ def test_a_tokenizer_without_its_vocabulary_is_an_error(tmp_path):
     vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]) + "\n")
     BertTokenizer(str(vocab)).save_pretrained(tmp_path)
     with pytest.raises(ConfigError, match=r"only 5 tokens"):
-        build_tokenizer(OmegaConf.create({"name": None, "tokenizer": str(tmp_path)}))
+        build_tokenizer(TextEncoderSpec(name=None, tokenizer=str(tmp_path), num_layers=1, max_length=8))
 
 
 def test_a_text_config_naming_no_tokenizer_is_an_error():
     with pytest.raises(ConfigError, match=r"encoder\.text\.tokenizer and encoder\.text\.name are both null"):
-        build_tokenizer(OmegaConf.create({"name": None, "tokenizer": None}))
+        build_tokenizer(TextEncoderSpec(name=None, tokenizer=None, num_layers=1, max_length=8))
 
 
 def test_declared_text_depth_must_match_the_model():
@@ -118,11 +112,11 @@ def test_declared_text_depth_must_match_the_model():
 
     cfg = compose_config("train", ["encoder=tiny", "encoder.text.config.num_hidden_layers=6"])
     with pytest.raises(ValueError, match=r"encoder\.text\.num_layers=12 but .* has 6 layers"):
-        build_model(cfg)
+        build_model(model_spec(cfg))
 
 
 def test_cnn_stages_are_levels_each_with_a_new_norm():
-    cfg = OmegaConf.create({"family": "cnn", "name": "efficientnet_lite0", "weights": None, "kwargs": {}})
+    cfg = ImageEncoderSpec(family="cnn", name="efficientnet_lite0", depth=5, image_size=224)
     encoder = build_image_encoder(cfg, taps=[3, 4, 5], pretrained=False).eval()
     assert encoder.widths == [40, 112, 320]
     assert set(encoder.stage_norms) == {"1", "2", "3", "4", "5"}  # a CNN has no LayerNorm of its own
@@ -164,7 +158,7 @@ def test_fused_attention_gives_the_same_features_as_timms_own():
     from conftest import compose_config
     from hat.models.image_encoder import set_fused_attention
 
-    cfg = compose_config("train", ["encoder=tiny"]).encoder.image
+    cfg = model_spec(compose_config("train", ["encoder=tiny"])).image
     torch.manual_seed(0)
     encoder = build_image_encoder(cfg, taps=[2, 3, 4], pretrained=False).eval()
     assert all(m.fused_attn for m in encoder.modules() if hasattr(m, "fused_attn"))

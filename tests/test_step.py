@@ -12,6 +12,7 @@ from hat.data.transforms import eval_transform
 from hat.engine.step import training_step
 from hat.losses import build_loss
 from hat.models.hat import build_model
+from hat.models.spec import model_spec
 from hat.models.text_encoder import build_tokenizer
 from hat.runtime import resolve_runtime
 
@@ -20,9 +21,9 @@ from hat.runtime import resolve_runtime
 def setup():
     cfg = compose_config("train", TINY_RUN)
     torch.manual_seed(0)
-    model = build_model(cfg).eval()  # no dropout: the plain and chunked steps must compute one function
+    model = build_model(model_spec(cfg)).eval()  # no dropout: the plain and chunked steps must compute one function
     splits = build_splits(cfg.dataset, cfg.seed)
-    collator = CaptionCollator(build_tokenizer(cfg.encoder.text), 32, pad_to_max_length=True)
+    collator = CaptionCollator(build_tokenizer(model_spec(cfg).text), 32, pad_to_max_length=True)
     pairs = PairDataset(splits["train"], eval_transform(cfg.encoder.image.image_size), cfg.seed)
     batch = collator([pairs[i] for i in range(0, 40, 5)])  # 8 pairs of 8 different images
     return cfg, model, batch

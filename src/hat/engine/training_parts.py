@@ -20,6 +20,7 @@ from hat.engine.checkpoint import TrainingState
 from hat.engine.preemption import ignore_stop_signals
 from hat.losses import build_loss
 from hat.models.hat import HATModel, build_model
+from hat.models.spec import ModelSpec, model_spec
 from hat.models.text_encoder import build_tokenizer
 from hat.models.weight_sources import load_weights, open_weight_source
 from hat.runtime import Runtime
@@ -51,11 +52,12 @@ def build_training(cfg, config: dict, ranks, runtime: Runtime) -> TrainingParts:
     accumulate = cfg.train.accumulate
     _check_batch_fits(cfg, splits["train"], accumulate, ranks.world_size)
     log.info("dataset %s: %s", cfg.dataset.name, {name: len(split) for name, split in splits.items()})
-    model = _build_model(cfg, config, runtime)
+    spec = model_spec(cfg)
+    model = _build_model(cfg, spec, config, runtime)
     torch.manual_seed(cfg.seed + ranks.rank)  # same initial weights, a dropout stream per rank
     # One caption width for all batches when chunks or processes exchange caption features, and
     # when compiled (one shape, one graph).
-    collator = CaptionCollator(build_tokenizer(cfg.encoder.text), cfg.encoder.text.max_length,
+    collator = CaptionCollator(build_tokenizer(spec.text), spec.text.max_length,
                                pad_to_max_length=ranks.enabled or accumulate > 1 or runtime.compile)
     pairs, sampler, loader = _train_loader(cfg, splits["train"], collator, ranks, runtime)
     loss = build_loss(cfg.loss).to(runtime.device)
@@ -77,8 +79,8 @@ def _check_batch_fits(cfg, train: CaptionedImages, accumulate: int, processes: i
         )
 
 
-def _build_model(cfg, config: dict, runtime: Runtime) -> HATModel:
-    model = build_model(cfg).to(runtime.device)
+def _build_model(cfg, spec: ModelSpec, config: dict, runtime: Runtime) -> HATModel:
+    model = build_model(spec).to(runtime.device)
     config["encoder"]["text"]["config"] = model.text_encoder.model.config.to_diff_dict()
     if cfg.get("init_weights"):
         load_weights(open_weight_source(Path(cfg.init_weights)), model)

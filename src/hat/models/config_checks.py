@@ -7,8 +7,9 @@ from hat.checks import ConfigError, require_int, require_int_list, require_numbe
 from hat.models.levels import IMAGE_FAMILIES, default_image_levels
 
 
-def validate_model_config(cfg) -> None:
-    """Checks of ``encoder`` and ``alignment``: levels within the encoders' depths, and settings."""
+def validate_model_config(cfg) -> tuple[list[int], list[int]]:
+    """Checks of ``encoder`` and ``alignment``: levels within the encoders' depths, and settings.
+    Returns the taps they resolve to: (text layers, image stages or layers), both 1-based."""
     text, image, align = cfg.encoder.text, cfg.encoder.image, cfg.alignment
     if image.family not in IMAGE_FAMILIES:
         raise ConfigError(f"encoder.image.family={image.family!r} is not one of {IMAGE_FAMILIES}")
@@ -23,7 +24,7 @@ def validate_model_config(cfg) -> None:
         "alignment.image_levels", align.get("image_levels"), image.depth, "taps of the image encoder", optional=True
     )
     if image_levels is None:
-        default_image_levels(levels, image.family, image.depth, text.num_layers)  # raises if they cannot pair
+        image_levels = default_image_levels(levels, image.family, image.depth, text.num_layers)
     elif len(image_levels) != len(levels):
         raise ConfigError(
             f"alignment.image_levels={image_levels} has {len(image_levels)} levels but "
@@ -33,6 +34,7 @@ def validate_model_config(cfg) -> None:
         raise ConfigError(f"alignment.direction={align.direction!r} is not one of {DIRECTIONS}")
     require_number("alignment.smooth", align.smooth, 0, exclusive=True, why="HAT uses 9.0")
     require_int("alignment.block_elements", align.block_elements, 1, optional=True)
+    return levels, list(image_levels)
 
 
 def _check_encoder_sizes(cfg) -> None:

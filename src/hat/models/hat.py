@@ -7,7 +7,7 @@ from torch import nn
 
 from hat.alignment import fuse_levels, multi_level_similarity
 from hat.models.image_encoder import ImageEncoder, build_image_encoder
-from hat.models.levels import default_image_levels
+from hat.models.spec import ModelSpec
 from hat.models.text_encoder import TextEncoder, build_text_encoder
 
 
@@ -100,32 +100,19 @@ class HATModel(nn.Module):
         return self.encode(images, input_ids, attention_mask)
 
 
-def resolve_taps(cfg) -> tuple[list[int], list[int]]:
-    """(text taps, image taps) from ``alignment`` and ``encoder`` config, both 1-based."""
-    text_levels = list(cfg.alignment.levels)
-    image_levels = cfg.alignment.get("image_levels")
-    if image_levels is None:
-        image_levels = default_image_levels(
-            text_levels, cfg.encoder.image.family, cfg.encoder.image.depth, cfg.encoder.text.num_layers
-        )
-    return text_levels, list(image_levels)
-
-
-def build_model(cfg) -> HATModel:
-    """The model described by ``cfg.encoder`` and ``cfg.alignment`` (a validated run config)."""
-    text_taps, image_taps = resolve_taps(cfg)
-    pretrained = bool(cfg.encoder.pretrained)
+def build_model(spec: ModelSpec) -> HATModel:
+    """The model ``spec`` describes (see :func:`hat.models.spec.model_spec`)."""
     model = HATModel(
-        build_image_encoder(cfg.encoder.image, image_taps, pretrained),
-        build_text_encoder(cfg.encoder.text, text_taps, pretrained),
-        embed_dim=cfg.encoder.embed_dim,
-        direction=cfg.alignment.direction,
-        smooth=cfg.alignment.smooth,
-        block_elements=cfg.alignment.block_elements,
+        build_image_encoder(spec.image, list(spec.image_taps), spec.pretrained),
+        build_text_encoder(spec.text, list(spec.text_taps), spec.pretrained),
+        embed_dim=spec.embed_dim,
+        direction=spec.direction,
+        smooth=spec.smooth,
+        block_elements=spec.block_elements,
     )
-    if model.image_encoder.depth != cfg.encoder.image.depth:
+    if model.image_encoder.depth != spec.image.depth:
         raise ValueError(
-            f"encoder.image.depth={cfg.encoder.image.depth} but {cfg.encoder.image.name!r} has "
+            f"encoder.image.depth={spec.image.depth} but {spec.image.name!r} has "
             f"{model.image_encoder.depth} stages/layers; set encoder.image.depth to match"
         )
     return model

@@ -8,8 +8,9 @@ import timm
 import torch
 from torch import nn
 
-from hat.checks import ConfigError, to_plain
+from hat.checks import ConfigError
 from hat.models.hub import hub_offline_reason
+from hat.models.spec import ImageEncoderSpec
 from hat.models.weights import load_state_dict_file
 
 
@@ -62,35 +63,35 @@ class ImageEncoder(nn.Module):
         return tokens
 
 
-def build_image_encoder(cfg, taps: list[int], pretrained: bool) -> ImageEncoder:
+def build_image_encoder(spec: ImageEncoderSpec, taps: list[int], pretrained: bool) -> ImageEncoder:
     """Build from ``encoder.image`` config: ``family``, ``name`` (timm), ``weights``, ``kwargs``,
     ``fused_attention`` (scaled-dot-product attention in every block; default true).
 
-    With ``pretrained``, weights come from ``cfg.weights`` (a local state dict file) when set,
+    With ``pretrained``, weights come from ``spec.weights`` (a local state dict file) when set,
     else from timm's hub (only its local cache when the hub is offline, see
     :func:`hat.models.hub.hub_offline_reason`); without it, the backbone is random and nothing is
     downloaded.
     """
-    kwargs = to_plain(cfg.get("kwargs")) or {}
-    if pretrained and not cfg.get("weights"):
-        backbone = _backbone_from_hub(cfg.name, kwargs)
+    kwargs = dict(spec.kwargs)
+    if pretrained and not spec.weights:
+        backbone = _backbone_from_hub(spec.name, kwargs)
     else:
-        backbone = timm.create_model(cfg.name, pretrained=False, num_classes=0, **kwargs)
-    if pretrained and cfg.get("weights"):
-        state = load_state_dict_file(Path(cfg.weights), "encoder.image.weights")
+        backbone = timm.create_model(spec.name, pretrained=False, num_classes=0, **kwargs)
+    if pretrained and spec.weights:
+        state = load_state_dict_file(Path(spec.weights), "encoder.image.weights")
         try:
             missing, _ = backbone.load_state_dict(state, strict=False)
         except RuntimeError as error:  # shape mismatches
             details = "; ".join(line.strip() for line in str(error).splitlines()[1:4])
-            raise ConfigError(f"encoder.image.weights={cfg.weights} does not fit {cfg.name!r}: {details}") from error
+            raise ConfigError(f"encoder.image.weights={spec.weights} does not fit {spec.name!r}: {details}") from error
         missing = [k for k in missing if not k.endswith(("attn_mask", "relative_position_index"))]
         if missing:
             raise ConfigError(
-                f"encoder.image.weights={cfg.weights} does not fit {cfg.name!r}: "
+                f"encoder.image.weights={spec.weights} does not fit {spec.name!r}: "
                 f"missing {len(missing)} keys, e.g. {missing[:3]}"
             )
-    set_fused_attention(backbone, bool(cfg.get("fused_attention", True)))
-    return ImageEncoder(backbone, taps, own_final_norm=cfg.family != "cnn")
+    set_fused_attention(backbone, spec.fused_attention)
+    return ImageEncoder(backbone, taps, own_final_norm=spec.family != "cnn")
 
 
 def set_fused_attention(backbone: nn.Module, enabled: bool) -> int:

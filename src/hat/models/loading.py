@@ -20,6 +20,7 @@ from hat.checks import ConfigError, to_plain
 from hat.models.config_checks import validate_model_config
 from hat.models.export import TOKENIZER_FOLDER
 from hat.models.hat import HATModel, build_model
+from hat.models.spec import model_spec
 from hat.models.text_encoder import build_tokenizer
 from hat.models.weight_sources import WeightSource, load_weights, open_weight_source
 
@@ -90,8 +91,9 @@ def check_rebuild_config(cfg) -> None:
 
 def rebuild(source: WeightSource, cfg: DictConfig) -> LoadedModel:
     """Build the model ``cfg`` describes with random weights, load ``source`` into it, and load its tokenizer."""
-    tokenizer = build_tokenizer(cfg.encoder.text)
-    model = build_model(cfg)
+    spec = model_spec(cfg)
+    tokenizer = build_tokenizer(spec.text)
+    model = build_model(spec)
     load_weights(source, model)
     return LoadedModel(source, cfg, model.eval(), tokenizer)
 

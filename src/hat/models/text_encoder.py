@@ -6,8 +6,9 @@ import torch
 from torch import nn
 from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel
 
-from hat.checks import ConfigError, to_plain
+from hat.checks import ConfigError
 from hat.models.hub import hub_offline_reason, is_local
+from hat.models.spec import TextEncoderSpec
 from hat.models.weights import resolve_model_location
 
 MIN_VOCAB_SIZE = 1000
@@ -46,41 +47,41 @@ class TextEncoder(nn.Module):
         return [out.hidden_states[t] for t in self.taps]
 
 
-def build_text_encoder(cfg, taps: list[int], pretrained: bool) -> TextEncoder:
-    """Build from ``encoder.text`` config: ``name`` (hub name, local dir or ``pkg:MODULE``), ``config``.
+def build_text_encoder(spec: TextEncoderSpec, taps: list[int], pretrained: bool) -> TextEncoder:
+    """Build from ``spec``: ``name`` (hub name, local dir or ``pkg:MODULE``), ``config``.
 
     With ``pretrained`` the weights come from ``name``; otherwise a random BERT is built from
-    ``cfg.config`` (BertConfig fields, none of :data:`CODE_SELECTING_KEYS`) and nothing is downloaded.
+    ``spec.config`` (BertConfig fields, none of :data:`CODE_SELECTING_KEYS`) and nothing is downloaded.
     """
     if pretrained:
         model = _load_pretrained(
             AutoModel.from_pretrained,
-            cfg.name,
+            spec.name,
             "encoder.text.name",
             "the text encoder encoder.text.name=",
             "Save the model with save_pretrained() on a machine with network and pass "
             "encoder.text.name=DIR, or train from random weights with encoder.pretrained=false",
         )
     else:
-        model = BertModel(_bert_config(to_plain(cfg.config)))
-    if model.config.num_hidden_layers != cfg.num_layers:
+        model = BertModel(_bert_config(dict(spec.config)))
+    if model.config.num_hidden_layers != spec.num_layers:
         raise ConfigError(
-            f"encoder.text.num_layers={cfg.num_layers} but {cfg.name!r} has "
+            f"encoder.text.num_layers={spec.num_layers} but {spec.name!r} has "
             f"{model.config.num_hidden_layers} layers; set encoder.text.num_layers to match"
         )
     return TextEncoder(model, taps)
 
 
-def build_tokenizer(cfg):
+def build_tokenizer(spec: TextEncoderSpec):
     """The tokenizer named by ``encoder.text.tokenizer`` (or ``encoder.text.name`` when that is null).
 
     Offline, transformers may quietly return a BERT tokenizer of only the special tokens, which
     maps every word to ``[UNK]``; a vocabulary under :data:`MIN_VOCAB_SIZE` is therefore an error.
     """
-    if cfg.get("tokenizer"):
-        field, name = "encoder.text.tokenizer", cfg.tokenizer
+    if spec.tokenizer:
+        field, name = "encoder.text.tokenizer", spec.tokenizer
     else:
-        field, name = "encoder.text.name", cfg.get("name")
+        field, name = "encoder.text.name", spec.name
     if not name:
         raise ConfigError(
             "encoder.text.tokenizer and encoder.text.name are both null: no tokenizer to load (e.g. "
