@@ -10,7 +10,8 @@ import time
 import pytest
 
 from conftest import CONF, ROOT, compose_config
-from hat.config import ConfigError, monitor_terms, validate_model_config, validate_train_config
+from hat.config import ConfigError, monitor_terms, validate_train_config
+from hat.models.config_checks import validate_model_config
 from hat.models.spec import model_spec
 
 GROUPS = ("encoder", "alignment", "loss", "dataset", "hardware", "optim", "logger", "experiment")

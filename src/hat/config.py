@@ -15,19 +15,20 @@ from hat.data.device_decode import IMAGE_DECODE
 from hat.data.shapes import MAX_CAPTIONS_PER_IMAGE
 from hat.losses import LOSSES
 from hat.metrics import METRIC_KEYS, RANK_KEYS
-from hat.models.config_checks import validate_model_config
+from hat.models.spec import model_spec
+from hat.run_spec import RunSpec, TrainSpec
 from hat.runtime import COMPILE_MODES, DEVICES, PRECISIONS
 from hat.tracking import LOGGERS
 from hat.wandb_tracker import MODES, normalise_mode
 
 
-def validate_train_config(cfg) -> None:
-    """Every check a training run needs before it builds anything."""
+def validate_train_config(cfg) -> RunSpec:
+    """Every check a training run needs before it builds anything; returns what the config resolves to."""
     try:
         require_int("seed", cfg.seed, 0)
-        validate_model_config(cfg)
+        model = model_spec(cfg)
         _check_loss(cfg.loss)
-        _check_train(cfg)
+        train = _check_train(cfg)
         validate_eval_config(cfg)
         _check_hardware(cfg.hardware)
         _check_image_decode(cfg)
@@ -38,6 +39,7 @@ def validate_train_config(cfg) -> None:
         check_dataset_root(cfg.dataset)
     except (ValueError, FileNotFoundError) as error:
         raise ConfigError(str(error)) from error
+    return RunSpec(model=model, train=train)
 
 
 def validate_eval_config(cfg) -> None:
@@ -56,7 +58,7 @@ def _check_loss(cfg) -> None:
         require_number("loss.temperature", cfg.temperature, 0, exclusive=True)
 
 
-def _check_train(cfg) -> None:
+def _check_train(cfg) -> TrainSpec:
     train = cfg.train
     require_int("train.batch_size", train.batch_size, 2, why="the loss needs negatives in the batch")
     require_int("train.accumulate", train.accumulate, 1, why="GradCache chunks of train.batch_size")
@@ -65,7 +67,9 @@ def _check_train(cfg) -> None:
     require_int("train.freeze_epochs", train.freeze_epochs, 0)
     require_int("train.log_every", train.log_every, 1, why="optimizer steps between train/* metrics")
     _check_optim(cfg.optim)
-    monitor_terms(train.monitor, len(cfg.alignment.levels))
+    names, higher_is_better = monitor_terms(train.monitor, len(cfg.alignment.levels))
+    return TrainSpec(train.epochs, train.max_steps, train.batch_size, train.accumulate, train.freeze_epochs,
+                     train.log_every, str(train.monitor), tuple(names), higher_is_better)
 
 
 def _check_optim(cfg) -> None:

@@ -22,6 +22,7 @@ from hat.engine.failures import TrainingDiverged
 from hat.engine.preemption import EXIT_PREEMPTED, Preempted, PreemptionSignals
 from hat.engine.run_folder import RunFolder
 from hat.engine.training_run import TrainingRun, TrainOutcome
+from hat.run_spec import RunSpec
 from hat.runtime import resolve_runtime
 
 __all__ = ["TrainOutcome", "TrainingDiverged", "TrainingRun", "train"]
@@ -34,28 +35,28 @@ def train(cfg, run_dir: Path, signals: PreemptionSignals | None = None) -> Train
     until the process exits); without one, the run installs its own for its duration.
     Raises :class:`Preempted` after writing ``last`` when a stop signal arrives.
     """
-    validate_train_config(cfg)
+    spec = validate_train_config(cfg)
     ranks = from_environment()
     folder = RunFolder(run_dir)
     if ranks.is_main:
         folder.acquire(cfg.get("resume"))
     try:
         if signals is not None:
-            return _run(cfg, run_dir, ranks, signals)
+            return _run(cfg, spec, run_dir, ranks, signals)
         with PreemptionSignals() as own_signals:
-            return _run(cfg, run_dir, ranks, own_signals)
+            return _run(cfg, spec, run_dir, ranks, own_signals)
     finally:
         folder.release()
 
 
-def _run(cfg, run_dir: Path, ranks, signals: PreemptionSignals) -> TrainOutcome:
+def _run(cfg, spec: RunSpec, run_dir: Path, ranks, signals: PreemptionSignals) -> TrainOutcome:
     runtime = resolve_runtime(cfg.hardware, ranks.local_rank)
     timeout_s = float(cfg.hardware.dist_timeout)
     init_process_group(ranks, runtime.device.type, timeout_s)
     exit_code = 1  # until the run returns
     run = None
     try:
-        run = TrainingRun(cfg, run_dir, ranks, runtime, signals)
+        run = TrainingRun(cfg, spec, run_dir, ranks, runtime, signals)
         outcome = run.setup().fit()
         exit_code = 0
         return outcome

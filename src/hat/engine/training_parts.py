@@ -20,9 +20,10 @@ from hat.engine.checkpoint import TrainingState
 from hat.engine.preemption import ignore_stop_signals
 from hat.losses import build_loss
 from hat.models.hat import HATModel, build_model
-from hat.models.spec import ModelSpec, model_spec
+from hat.models.spec import ModelSpec
 from hat.models.text_encoder import build_tokenizer
 from hat.models.weight_sources import load_weights, open_weight_source
+from hat.run_spec import RunSpec, TrainSpec
 from hat.runtime import Runtime
 from hat.tracking import JsonlTracker, MultiTracker, Tracker
 
@@ -44,22 +45,21 @@ class TrainingParts:
     parameters: list[torch.nn.Parameter]
 
 
-def build_training(cfg, config: dict, ranks, runtime: Runtime) -> TrainingParts:
+def build_training(cfg, spec: RunSpec, config: dict, ranks, runtime: Runtime) -> TrainingParts:
     """Build a training from a validated ``cfg``; ``config`` (the plain run config a checkpoint
     stores) gets the text architecture actually built, so the model can be rebuilt offline."""
     torch.manual_seed(cfg.seed)
     splits = build_splits(cfg.dataset, cfg.seed)
-    accumulate = cfg.train.accumulate
+    accumulate = spec.train.accumulate
     _check_batch_fits(cfg, splits["train"], accumulate, ranks.world_size)
     log.info("dataset %s: %s", cfg.dataset.name, {name: len(split) for name, split in splits.items()})
-    spec = model_spec(cfg)
-    model = _build_model(cfg, spec, config, runtime)
+    model = _build_model(cfg, spec.model, config, runtime)
     torch.manual_seed(cfg.seed + ranks.rank)  # same initial weights, a dropout stream per rank
     # One caption width for all batches when chunks or processes exchange caption features, and
     # when compiled (one shape, one graph).
-    collator = CaptionCollator(build_tokenizer(spec.text), spec.text.max_length,
+    collator = CaptionCollator(build_tokenizer(spec.model.text), spec.model.text.max_length,
                                pad_to_max_length=ranks.enabled or accumulate > 1 or runtime.compile)
-    pairs, sampler, loader = _train_loader(cfg, splits["train"], collator, ranks, runtime)
+    pairs, sampler, loader = _train_loader(cfg, spec.train, splits["train"], collator, ranks, runtime)
     loss = build_loss(cfg.loss).to(runtime.device)
     parameters = list(chain(model.parameters(), loss.parameters()))
     optimizer = torch.optim.Adam(parameters, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
@@ -90,7 +90,7 @@ def _build_model(cfg, spec: ModelSpec, config: dict, runtime: Runtime) -> HATMod
     return model
 
 
-def _train_loader(cfg, split: CaptionedImages, collator: CaptionCollator, ranks, runtime: Runtime):
+def _train_loader(cfg, train: TrainSpec, split: CaptionedImages, collator: CaptionCollator, ranks, runtime: Runtime):
     """``(pairs, sampler, loader)`` of the training split: each step's batch is this process's
     ``train.batch_size x train.accumulate`` pairs, augmented as ``dataset`` says; with
     ``hardware.image_decode=device`` the workers only read the files and draw the crops."""
@@ -99,7 +99,7 @@ def _train_loader(cfg, split: CaptionedImages, collator: CaptionCollator, ranks,
         pairs = PairDataset(split, EncodedTrainCrop(*augmentation), cfg.seed, read=read_jpeg_bytes)
     else:
         pairs = PairDataset(split, train_transform(*augmentation), cfg.seed)
-    step_batch = cfg.train.batch_size * cfg.train.accumulate
+    step_batch = train.batch_size * train.accumulate
     sampler = EpochShuffleSampler(len(pairs), cfg.seed, step_batch, ranks.rank, ranks.world_size)
     loader = DataLoader(
         pairs,

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from hat.config import monitor_terms, to_plain
+from hat.checks import to_plain
 from hat.data.records import BadImageError
 from hat.engine.checkpoint import CHECKPOINT_FORMAT, capture_rng_state, load_checkpoint, save_checkpoint
 from hat.engine.distributed import agree, barrier, gather_objects
@@ -24,6 +24,7 @@ from hat.engine.test_report import report_scores
 from hat.engine.throughput import ThroughputMeter
 from hat.engine.training_parts import build_tracker, build_training
 from hat.provenance import provenance
+from hat.run_spec import RunSpec
 from hat.tracking import NullTracker
 
 log = logging.getLogger(__name__)
@@ -43,13 +44,13 @@ class TrainingRun:
     """One training: its parts (:class:`hat.engine.training_parts.TrainingParts`), the state the steps
     change (``self.state``), the tracker, and the verbs that move it on."""
 
-    def __init__(self, cfg, run_dir: Path, ranks, runtime, signals: PreemptionSignals) -> None:
-        self.cfg, self.ranks, self.runtime, self.signals = cfg, ranks, runtime, signals
+    def __init__(self, cfg, spec: RunSpec, run_dir: Path, ranks, runtime, signals: PreemptionSignals) -> None:
+        """``cfg``: the run config (what checkpoints store, the data and optimiser settings);
+        ``spec``: what :func:`hat.config.validate_train_config` resolved it to."""
+        self.cfg, self.spec, self.ranks, self.runtime, self.signals = cfg, spec, ranks, runtime, signals
         self.run_dir, self.checkpoints = run_dir, run_dir / "checkpoints"
         self.config = to_plain(cfg)
-        self.monitor_names, self.higher_is_better = monitor_terms(cfg.train.monitor, len(cfg.alignment.levels))
-        self.max_steps = cfg.train.max_steps or math.inf
-        self.accumulate = cfg.train.accumulate
+        self.max_steps = spec.train.max_steps or math.inf
         self._saved_step: int | None = None  # the step this run's `last` holds
         self._step_fn, self._wrapped_frozen = None, None
         self.tracker = NullTracker()  # until setup() starts the run's own
@@ -58,7 +59,7 @@ class TrainingRun:
         """Build the parts, resume from ``resume``'s checkpoint (if any) and start the tracker."""
         log.info("device %s, precision %s, process %d of %d", self.runtime.device, self.runtime.precision,
                  self.ranks.rank, self.ranks.world_size)
-        self.parts = build_training(self.cfg, self.config, self.ranks, self.runtime)
+        self.parts = build_training(self.cfg, self.spec, self.config, self.ranks, self.runtime)
         self.state, self.model, self.splits = self.parts.state, self.parts.state.model, self.parts.splits
         tracker_run_id = self.resume()
         self.tracker = (build_tracker(self.cfg.logger, self.run_dir, self.config, tracker_run_id, self.state.step)
@@ -101,7 +102,7 @@ class TrainingRun:
         while True:
             if self._needs_validation():
                 self.validate()
-            if self.state.epoch >= self.cfg.train.epochs or self.state.step >= self.max_steps:
+            if self.state.epoch >= self.spec.train.epochs or self.state.step >= self.max_steps:
                 break
             self.train_epoch()
         return self.test()
@@ -121,7 +122,7 @@ class TrainingRun:
 
     def _prepare_epoch(self) -> None:
         epoch = self.state.epoch
-        frozen = epoch < self.cfg.train.freeze_epochs
+        frozen = epoch < self.spec.train.freeze_epochs
         if frozen != self._wrapped_frozen:
             self.model.set_encoders_frozen(frozen)
             self._step_fn, self._wrapped_frozen = wrap_for_training(self.model, self.ranks, self.runtime), frozen
@@ -151,7 +152,7 @@ class TrainingRun:
                 loss, stop = self._step(batch)
                 meter.step_done(len(batch["images"]) * self.ranks.world_size)
                 bar.update()
-                if s.step % self.cfg.train.log_every == 0:
+                if s.step % self.spec.train.log_every == 0:
                     self._log_training(loss, meter.read_and_reset(), bar)
                 if stop:
                     self.save("last.pt")
@@ -181,7 +182,8 @@ class TrainingRun:
         refused before it reaches the weights."""
         s = self.state
         s.optimizer.zero_grad(set_to_none=True)
-        loss = training_step(self.model, self._step_fn, s.loss, batch, self.runtime, s.scaler, self.accumulate)
+        chunks = self.spec.train.accumulate
+        loss = training_step(self.model, self._step_fn, s.loss, batch, self.runtime, s.scaler, chunks)
         not_finite, stop = agree([not bool(torch.isfinite(loss)), self.signals.requested is not None],
                                  self.runtime.device)
         if not_finite:
@@ -222,12 +224,13 @@ class TrainingRun:
             self.save("last.pt")
             raise self._preempted() from None
         val = protocol_tables(sims, "val", self.splits["val"].captions_per_image, None)
-        value = sum(val[name] for name in self.monitor_names)
+        value = sum(val[name] for name in self.spec.train.monitor_names)
         self.tracker.log_metrics({**val, "val/monitor": value, "train/epoch": epoch}, s.step)
         self.tracker.log_examples(sims, self.splits["val"], "val", s.step, explain=self._attention_figure)
-        log.info("epoch %d step %d: val/rsum %.2f, %s %.2f", epoch, s.step, val["val/rsum"], self.cfg.train.monitor,
+        log.info("epoch %d step %d: val/rsum %.2f, %s %.2f", epoch, s.step, val["val/rsum"], self.spec.train.monitor,
                  value)
-        improved = s.best_metric is None or (value > s.best_metric if self.higher_is_better else value < s.best_metric)
+        higher = self.spec.train.higher_is_better
+        improved = s.best_metric is None or (value > s.best_metric if higher else value < s.best_metric)
         if improved:
             s.best_metric, s.best_epoch = value, epoch
         s.validated_step = s.step
@@ -258,7 +261,7 @@ class TrainingRun:
             sims, "test", self.splits["test"].captions_per_image, to_plain(self.cfg.dataset.get("test_protocols")),
             f"test split, best checkpoint (epoch {s.best_epoch})", results if self.ranks.is_main else None,
             extra={"checkpoint": str(best_path), "best_epoch": s.best_epoch,
-                   "monitor": {self.cfg.train.monitor: s.best_metric}, "provenance": provenance(self.config)},
+                   "monitor": {self.spec.train.monitor: s.best_metric}, "provenance": provenance(self.config)},
         )
         self.tracker.log_metrics(test, s.step)
         self.tracker.log_summary({**test, "best/monitor": s.best_metric, "best/epoch": s.best_epoch})
