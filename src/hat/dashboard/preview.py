@@ -12,10 +12,11 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 
 from hat.dashboard import DashboardError
 from hat.dashboard.panels import Panel, Section
+from hat.figures import font as figure_font
 
 COLUMNS = 4
 TILE = (300, 180)  # one panel, in pixels
@@ -113,7 +114,7 @@ def draw_preview(run_dir: Path, out: Path, sections: tuple[Section, ...]) -> Non
     layout, palette = plan(sections), colours(sections)
     image = Image.new("RGB", layout.size, BACKGROUND)
     draw = ImageDraw.Draw(image)
-    font, bold = ImageFont.load_default(size=13), ImageFont.load_default(size=17)
+    font, bold = figure_font(13), figure_font(17)
     for name, corner in layout.headers:
         draw.text(corner, name, fill=INK, font=bold)
     for panel, box in layout.tiles:

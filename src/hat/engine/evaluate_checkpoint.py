@@ -53,13 +53,13 @@ def evaluate_checkpoint(
             f"checkpoint={checkpoint} is one of HAT's released checkpoints, which carry no dataset "
             f"config of ours: pass dataset=f30k|coco dataset.root=PATH"
         )
-    cfg = rebuild_config(source, release_model, dataset)
+    cfg, spec = rebuild_config(source, release_model, dataset)
     try:
         check_dataset_root(cfg.dataset)
     except (ValueError, FileNotFoundError) as error:
         raise ConfigError(str(error)) from error
     fused_levels = _check_fused_levels(levels, cfg.alignment.levels)
-    loaded = rebuild(source, cfg)
+    loaded = rebuild(source, cfg, spec)
     model = loaded.model
     collator = CaptionCollator(loaded.tokenizer, cfg.encoder.text.max_length)
     config = OmegaConf.to_container(cfg, resolve=True)

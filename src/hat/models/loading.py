@@ -17,10 +17,9 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from hat.checks import ConfigError, to_plain
-from hat.models.config_checks import validate_model_config
 from hat.models.export import TOKENIZER_FOLDER
 from hat.models.hat import HATModel, build_model
-from hat.models.spec import model_spec
+from hat.models.spec import ModelSpec, model_spec
 from hat.models.text_encoder import build_tokenizer
 from hat.models.weight_sources import WeightSource, load_weights, open_weight_source
 
@@ -40,10 +39,10 @@ class LoadedModel:
     tokenizer: object
 
 
-def rebuild_config(source: WeightSource, release_model=None, dataset=None) -> DictConfig:
+def rebuild_config(source: WeightSource, release_model=None, dataset=None) -> tuple[DictConfig, ModelSpec]:
     """The config the model is rebuilt from: ``source``'s own (``release_model``, the ``encoder``
     and ``alignment`` config, for a release), with ``dataset`` when given and random initial
-    weights, checked (see :func:`check_rebuild_config`)."""
+    weights, checked (see :func:`check_rebuild_config`), and the model spec it resolves to."""
     if source.kind == "release" and release_model is None:
         raise ConfigError(
             f"{source.path} is one of HAT's released checkpoints, which carry no config of ours: "
@@ -58,13 +57,13 @@ def rebuild_config(source: WeightSource, release_model=None, dataset=None) -> Di
         if source.kind == "export" and tokenizer.is_dir():
             cfg.encoder.text.tokenizer = str(tokenizer)
         check_rebuild_config(cfg)
-        validate_model_config(cfg)
+        spec = model_spec(cfg)
     except OmegaConfBaseException as error:  # a stored config without the settings of a model
         first_line = str(error).splitlines()[0]
         raise ConfigError(f"the config of {source.path} does not describe a model: {first_line}") from error
     except ValueError as error:
         raise ConfigError(str(error)) from error
-    return cfg
+    return cfg, spec
 
 
 def check_rebuild_config(cfg) -> None:
@@ -89,9 +88,9 @@ def check_rebuild_config(cfg) -> None:
         )
 
 
-def rebuild(source: WeightSource, cfg: DictConfig) -> LoadedModel:
-    """Build the model ``cfg`` describes with random weights, load ``source`` into it, and load its tokenizer."""
-    spec = model_spec(cfg)
+def rebuild(source: WeightSource, cfg: DictConfig, spec: ModelSpec) -> LoadedModel:
+    """Build the model ``spec`` describes (resolved from ``cfg``, see :func:`rebuild_config`) with
+    random weights, load ``source`` into it, and load its tokenizer."""
     tokenizer = build_tokenizer(spec.text)
     model = build_model(spec)
     load_weights(source, model)
@@ -101,4 +100,4 @@ def rebuild(source: WeightSource, cfg: DictConfig) -> LoadedModel:
 def load_model(path: Path, release_model=None) -> LoadedModel:
     """The model at ``path`` (a ``.pt`` checkpoint, an export folder or a HAT release ``.ckpt``)."""
     source = open_weight_source(Path(path))
-    return rebuild(source, rebuild_config(source, release_model))
+    return rebuild(source, *rebuild_config(source, release_model))

@@ -16,22 +16,27 @@ from hydra.plugins.launcher import Launcher
 from omegaconf import OmegaConf
 
 
+def _not_installed() -> ImportError:
+    from hat.extras import install_hint
+
+    return ImportError(
+        f"hardware=slurm launches its jobs with Hydra's submitit launcher (hydra-submitit-launcher), "
+        f"which is not installed: {install_hint('slurm')}"
+    )
+
+
 class MissingSubmititLauncher(Launcher):
-    """Stands for Hydra's submitit launcher where it is not installed: refuses to launch anything."""
+    """Stands for Hydra's submitit launcher where it is not installed: every call raises the
+    ImportError that names the extra to install (Hydra fails at the first, the construction)."""
 
     def __init__(self, **settings) -> None:
-        from hat.extras import install_hint
-
-        raise ImportError(
-            f"hardware=slurm launches its jobs with Hydra's submitit launcher (hydra-submitit-launcher), "
-            f"which is not installed: {install_hint('slurm')}"
-        )
+        raise _not_installed()
 
     def setup(self, *, hydra_context, task_function, config) -> None:
-        raise NotImplementedError
+        raise _not_installed()
 
     def launch(self, job_overrides, initial_job_idx):
-        raise NotImplementedError
+        raise _not_installed()
 
 
 if importlib.util.find_spec("hydra_plugins.hydra_submitit_launcher") is None:
