@@ -16,7 +16,9 @@ from hat.data.shapes import MAX_CAPTIONS_PER_IMAGE
 from hat.losses import LOSSES
 from hat.metrics import METRIC_KEYS, RANK_KEYS
 from hat.models.spec import model_spec
-from hat.run_spec import RunSpec, TrainSpec
+from hat.optim.build import OPTIMIZERS
+from hat.optim.schedule import SCHEDULES
+from hat.run_spec import OptimSpec, RunSpec, TrainSpec
 from hat.runtime import COMPILE_MODES, DEVICES, PRECISIONS
 from hat.tracking import LOGGERS
 from hat.wandb_tracker import MODES, normalise_mode
@@ -29,6 +31,7 @@ def validate_train_config(cfg) -> RunSpec:
         model = model_spec(cfg)
         _check_loss(cfg.loss)
         train = _check_train(cfg)
+        optim = _check_optim(cfg.optim)
         validate_eval_config(cfg)
         _check_hardware(cfg.hardware)
         _check_image_decode(cfg)
@@ -39,7 +42,7 @@ def validate_train_config(cfg) -> RunSpec:
         check_dataset_root(cfg.dataset)
     except (ValueError, FileNotFoundError) as error:
         raise ConfigError(str(error)) from error
-    return RunSpec(model=model, train=train)
+    return RunSpec(model=model, train=train, optim=optim)
 
 
 def validate_eval_config(cfg) -> None:
@@ -66,19 +69,42 @@ def _check_train(cfg) -> TrainSpec:
     require_int("train.max_steps", train.max_steps, 1, optional=True)
     require_int("train.freeze_epochs", train.freeze_epochs, 0)
     require_int("train.log_every", train.log_every, 1, why="optimizer steps between train/* metrics")
-    _check_optim(cfg.optim)
+    require_int("train.early_stop", train.early_stop, 1, optional=True,
+                why="validations without a better train.monitor before training stops")
     names, higher_is_better = monitor_terms(train.monitor, len(cfg.alignment.levels))
     return TrainSpec(train.epochs, train.max_steps, train.batch_size, train.accumulate, train.freeze_epochs,
-                     train.log_every, str(train.monitor), tuple(names), higher_is_better)
+                     train.log_every, str(train.monitor), tuple(names), higher_is_better, train.early_stop)
 
 
-def _check_optim(cfg) -> None:
-    """The optimizer and its step schedule: Adam's rate and weight decay, StepLR's period and factor, clipping."""
-    require_number("optim.lr", cfg.lr, 0, exclusive=True)
-    require_number("optim.weight_decay", cfg.weight_decay, 0)
-    require_int("optim.step_size", cfg.step_size, 1, why="epochs between learning-rate decays")
-    require_number("optim.gamma", cfg.gamma, 0, exclusive=True, why="the factor of each learning-rate decay")
-    require_number("optim.grad_clip", cfg.grad_clip, 0, exclusive=True, why="max gradient norm", optional=True)
+def _check_optim(cfg) -> OptimSpec:
+    """The optimizer, its schedule and its rate scales (see conf/optim/hat.yaml)."""
+    if cfg.name not in OPTIMIZERS:
+        raise ConfigError(f"optim.name={cfg.name!r} is not one of {tuple(OPTIMIZERS)}")
+    if cfg.schedule not in SCHEDULES:
+        raise ConfigError(f"optim.schedule={cfg.schedule!r} is not one of {SCHEDULES}")
+    warmup_steps = require_int("optim.warmup_steps", cfg.warmup_steps, 0, why="optimizer steps of linear warmup")
+    warmup_epochs = require_number("optim.warmup_epochs", cfg.warmup_epochs, 0, why="epochs of linear warmup")
+    if warmup_steps and warmup_epochs:
+        raise ConfigError(f"optim.warmup_steps={warmup_steps} and optim.warmup_epochs={warmup_epochs}: "
+                          "give the warmup in steps or in epochs, and set the other to 0")
+    return OptimSpec(
+        name=cfg.name,
+        lr=require_number("optim.lr", cfg.lr, 0, exclusive=True),
+        weight_decay=require_number("optim.weight_decay", cfg.weight_decay, 0),
+        schedule=cfg.schedule,
+        warmup_steps=warmup_steps,
+        warmup_epochs=warmup_epochs,
+        step_size=require_int("optim.step_size", cfg.step_size, 1, why="epochs between learning-rate decays"),
+        gamma=require_number("optim.gamma", cfg.gamma, 0, exclusive=True, why="the factor of each learning-rate decay"),
+        min_lr_ratio=require_number("optim.min_lr_ratio", cfg.min_lr_ratio, 0, maximum=1,
+                                    why="the cosine's final rate as a fraction of optim.lr"),
+        backbone_lr_scale=require_number("optim.backbone_lr_scale", cfg.backbone_lr_scale, 0, exclusive=True,
+                                         why="the backbones' top block rate as a fraction of optim.lr"),
+        layer_decay=require_number("optim.layer_decay", cfg.layer_decay, 0, exclusive=True, maximum=1,
+                                   why="each backbone block's rate as a fraction of the block above"),
+        grad_clip=require_number("optim.grad_clip", cfg.grad_clip, 0, exclusive=True, why="max gradient norm",
+                                 optional=True),
+    )
 
 
 def monitor_terms(monitor: str, num_levels: int) -> tuple[list[str], bool]:

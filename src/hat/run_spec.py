@@ -10,8 +10,9 @@ from hat.models.spec import ModelSpec
 @dataclass(frozen=True)
 class TrainSpec:
     """``train``: ``epochs``, ``max_steps`` (None: no limit), ``batch_size`` per process, GradCache
-    chunks (``accumulate``), ``freeze_epochs``, ``log_every`` steps, and the validation ``monitor``
-    resolved into the metric names it sums and whether higher is better."""
+    chunks (``accumulate``), ``freeze_epochs``, ``log_every`` steps, the validation ``monitor``
+    resolved into the metric names it sums and whether higher is better, and ``early_stop``: the
+    validations without a better monitor after which training stops (None: never)."""
 
     epochs: int
     max_steps: int | None
@@ -22,12 +23,36 @@ class TrainSpec:
     monitor: str
     monitor_names: tuple[str, ...]
     higher_is_better: bool
+    early_stop: int | None = None
+
+
+@dataclass(frozen=True)
+class OptimSpec:
+    """``optim``: the optimizer (``name``: adam | adamw), its base rate ``lr`` and ``weight_decay``;
+    the schedule (``schedule`` after ``warmup_steps`` or ``warmup_epochs`` of warmup, ``step_size``
+    and ``gamma`` of the step decay, ``min_lr_ratio`` of the cosine); the backbones' rate scales
+    (``backbone_lr_scale``, ``layer_decay``) and the gradient norm clip (None: none)."""
+
+    name: str
+    lr: float
+    weight_decay: float
+    schedule: str
+    warmup_steps: int
+    warmup_epochs: float
+    step_size: int
+    gamma: float
+    min_lr_ratio: float
+    backbone_lr_scale: float
+    layer_decay: float
+    grad_clip: float | None
 
 
 @dataclass(frozen=True)
 class RunSpec:
-    """A training's resolved settings: the model and the training schedule (the data and the
-    hardware are resolved by :func:`hat.data.build.build_splits` and :func:`hat.runtime.resolve_runtime`)."""
+    """A training's resolved settings: the model, the training loop and the optimisation (the data
+    and the hardware are resolved by :func:`hat.data.build.build_splits` and
+    :func:`hat.runtime.resolve_runtime`)."""
 
     model: ModelSpec
     train: TrainSpec
+    optim: OptimSpec

@@ -23,8 +23,15 @@ log = logging.getLogger(__name__)
 KEPT_FROM_CHECKPOINT = {
     "optim.lr": "the optimizer's state holds the learning rate",
     "optim.weight_decay": "the optimizer's state holds the weight decay",
+    "optim.name": "the optimizer's state belongs to the checkpoint's optimizer",
+    "optim.schedule": "the scheduler's state holds the schedule",
     "optim.step_size": "the scheduler's state holds its step size",
     "optim.gamma": "the scheduler's state holds its decay factor",
+    "optim.min_lr_ratio": "the scheduler's state holds the cosine's final rate",
+    "optim.warmup_steps": "the scheduler's state holds the warmup",
+    "optim.warmup_epochs": "the scheduler's state holds the warmup",
+    "optim.backbone_lr_scale": "the optimizer's parameter groups hold the backbones' rates",
+    "optim.layer_decay": "the optimizer's parameter groups hold the backbones' rates",
     "seed": "the random state is restored from the checkpoint",
 }
 
@@ -94,6 +101,11 @@ def resume_training(
         raise ConfigError(
             f"resume={path}: the checkpoint holds no training state ({missing.args[0]} missing); "
             f"start from its weights with init_weights={path} instead"
+        ) from None
+    except ValueError as mismatch:  # another number or size of parameter groups, an older scheduler
+        raise ConfigError(
+            f"resume={path}: {mismatch}; resume with the optim settings the run started with, or start "
+            f"from its weights with init_weights={path}"
         ) from None
     restore_rng_state(own_rng_state(checkpoint["rng"], ranks))
     if ranks.is_main:

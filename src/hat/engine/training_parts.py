@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
@@ -23,6 +24,7 @@ from hat.models.hat import HATModel, build_model
 from hat.models.spec import ModelSpec
 from hat.models.text_encoder import build_tokenizer
 from hat.models.weight_sources import load_weights, open_weight_source
+from hat.optim.build import build_optimizer
 from hat.run_spec import RunSpec, TrainSpec
 from hat.runtime import Runtime
 from hat.tracking import JsonlTracker, MultiTracker, Tracker
@@ -62,8 +64,9 @@ def build_training(cfg, spec: RunSpec, config: dict, ranks, runtime: Runtime) ->
     pairs, sampler, loader = _train_loader(cfg, spec.train, splits["train"], collator, ranks, runtime)
     loss = build_loss(cfg.loss).to(runtime.device)
     parameters = list(chain(model.parameters(), loss.parameters()))
-    optimizer = torch.optim.Adam(parameters, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.optim.step_size, gamma=cfg.optim.gamma)
+    steps_per_epoch = sampler.batches_per_epoch
+    total_steps = min(spec.train.epochs * steps_per_epoch, spec.train.max_steps or math.inf)
+    optimizer, scheduler = build_optimizer(spec.optim, model, loss, steps_per_epoch, total_steps)
     state = TrainingState(model, loss, optimizer, scheduler, runtime.grad_scaler())
     return TrainingParts(splits, collator, pairs, sampler, loader, state, parameters)
 

@@ -104,8 +104,20 @@ class TrainingRun:
                 self.validate()
             if self.state.epoch >= self.spec.train.epochs or self.state.step >= self.max_steps:
                 break
+            if self._stopped_early():
+                break
             self.train_epoch()
         return self.test()
+
+    def _stopped_early(self) -> bool:
+        """``train.early_stop`` validations have passed since the best (``best`` holds it)."""
+        patience, s = self.spec.train.early_stop, self.state
+        if patience is None or s.best_epoch is None or s.batch != 0 or s.epoch - 1 - s.best_epoch < patience:
+            return False
+        log.info("early stop after epoch %d: %s has not improved for %d validations (best %.4g at epoch %d)",
+                 s.epoch - 1, self.spec.train.monitor, patience, s.best_metric, s.best_epoch)
+        self.tracker.log_summary({"train/early_stop_epoch": s.epoch - 1})
+        return True
 
     def _needs_validation(self) -> bool:
         s = self.state
@@ -160,7 +172,6 @@ class TrainingRun:
         finally:
             bar.close()
         if s.batch >= sampler.batches_per_epoch:
-            s.scheduler.step()
             s.epoch, s.batch = s.epoch + 1, 0
 
     def _loading_failed(self, error: Exception) -> Exception:
@@ -189,17 +200,19 @@ class TrainingRun:
         if not_finite:
             raise diverged(loss.item(), s.step + 1, s.epoch, s.batch + 1, self.checkpoints / "last.pt",
                            self._saved_step)
-        if self.cfg.optim.grad_clip:
+        if self.spec.optim.grad_clip:
             s.scaler.unscale_(s.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.parts.parameters, self.cfg.optim.grad_clip)
+            torch.nn.utils.clip_grad_norm_(self.parts.parameters, self.spec.optim.grad_clip)
         s.scaler.step(s.optimizer)
         s.scaler.update()
+        s.scheduler.step()
         s.step, s.batch = s.step + 1, s.batch + 1
         return loss, stop
 
     def _log_training(self, loss: torch.Tensor, rates: dict[str, float], bar) -> None:
         bar.set_postfix(loss=f"{loss.item():.3f}", samples_per_s=f"{rates['train/samples_per_s']:.1f}")
-        metrics = {"train/loss": loss.item(), "train/lr": self.state.optimizer.param_groups[0]["lr"], **rates,
+        top_rate = max(group["lr"] for group in self.state.optimizer.param_groups)  # the new layers' rate
+        metrics = {"train/loss": loss.item(), "train/lr": top_rate, **rates,
                    "train/epoch": self.state.epoch, "train/encoders_frozen": float(self._wrapped_frozen)}
         self.tracker.log_metrics(metrics, self.state.step)
 

@@ -1,0 +1,57 @@
+"""The training run's schedule in use, early stopping, and what resuming does with optim settings."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from hat.checks import ConfigError
+from hat.engine.checkpoint import load_checkpoint
+from hat.engine.loop import train
+
+pytestmark = pytest.mark.slow
+
+STEPS_PER_EPOCH = 24 * 5 // 8  # TINY_RUN: 24 images x 5 captions, batches of 8
+
+
+def test_early_stop_ends_the_run_after_patience_validations_without_improvement(tmp_path, tiny_config):
+    # A rate too small to change any weight: the monitor never improves on epoch 0's.
+    outcome = train(tiny_config("train.epochs=6", "train.early_stop=2", "optim.lr=1e-12"), tmp_path)
+
+    validated = [json.loads(line)["train/epoch"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()
+                 if "val/monitor" in line]
+    assert validated == [0, 1, 2]  # epoch 0 is the best, then two validations without a better one
+    last = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
+    assert last["epoch"] == 3 and last["step"] == 3 * STEPS_PER_EPOCH
+    best = load_checkpoint(tmp_path / "checkpoints" / "best.pt")
+    assert best["epoch"] == 1 and best["best_epoch"] == 0
+    assert outcome.best_epoch == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["best_epoch"] == 0 and results["checkpoint"].endswith("best.pt")
+
+
+def test_without_early_stop_a_flat_monitor_runs_every_epoch(tmp_path, tiny_config):
+    train(tiny_config("train.epochs=3", "optim.lr=1e-12"), tmp_path)
+    assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["epoch"] == 3
+
+
+def test_a_run_follows_its_warmup_and_cosine_schedule_in_every_group(tmp_path, tiny_config):
+    train(tiny_config("train.epochs=1", "train.freeze_epochs=0", "train.max_steps=10", "train.log_every=5",
+                      "optim.schedule=cosine", "optim.warmup_steps=4", "optim.min_lr_ratio=0.2",
+                      "optim.backbone_lr_scale=0.5"), tmp_path)
+    lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    logged = {line["step"]: line["train/lr"] for line in lines if "train/lr" in line}
+    # after 5 steps: warmup over (4 steps), 1 of the 6 cosine steps done
+    assert logged[5] == pytest.approx(1e-3 * (0.2 + 0.8 * 0.5 * (1 + math.cos(math.pi / 6))), rel=1e-9)
+    last = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
+    assert last["scheduler"]["spec_fields"]["total_steps"] == 10  # train.max_steps ends the cosine
+    rates = sorted(group["lr"] for group in last["optimizer"]["param_groups"])
+    assert rates == pytest.approx([1e-3 * 0.5 * 0.2, 1e-3 * 0.2], rel=1e-9)  # the floor, in both groups
+
+
+def test_resuming_with_other_parameter_groups_names_the_settings(tmp_path, tiny_config):
+    train(tiny_config("train.epochs=1"), tmp_path)
+    with pytest.raises(ConfigError, match=r"resume=.*last\.pt: .*parameter group.*resume with the optim settings"):
+        train(tiny_config("train.epochs=2", "resume=auto", "optim.backbone_lr_scale=0.1"), tmp_path)
