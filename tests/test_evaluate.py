@@ -12,7 +12,8 @@ from omegaconf import OmegaConf
 
 from conftest import ROOT, TINY_RUN
 from hat.config import ConfigError
-from hat.engine.evaluate_checkpoint import evaluate_checkpoint
+from hat.engine.eval_spec import EvalSpec
+from hat.engine.evaluate_checkpoint import evaluate, evaluate_checkpoint
 from hat.runtime import resolve_runtime
 
 pytestmark = pytest.mark.slow
@@ -76,6 +77,76 @@ def test_fusing_a_subset_of_the_trained_levels(trained_run, tmp_path, capsys):
 def test_fused_levels_must_be_trained_levels(trained_run, tmp_path, levels):
     with pytest.raises(ConfigError, match=r"eval\.levels=.*distinct positions 1\.\.3.*alignment\.levels=\[4, 10, 12\]"):
         evaluate_checkpoint(trained_run / "checkpoints" / "best.pt", tmp_path, CPU, split="val", levels=levels)
+
+
+def _results(folder):
+    return json.loads((folder / "results.json").read_text())
+
+
+def test_saved_scores_reproduce_the_table_exactly(trained_run, tmp_path):
+    best = trained_run / "checkpoints" / "best.pt"
+    saved = evaluate_checkpoint(best, tmp_path / "save", CPU, save_scores=True)
+    scores = tmp_path / "save" / "scores.safetensors"
+    record = _results(tmp_path / "save")["scores"]
+    assert record["path"] == str(scores) and record["dtype"] == "float16"
+    assert record["metrics_changed_by_rounding"] >= 0
+    again = evaluate(EvalSpec(tmp_path / "again", scores=scores))
+    assert again == saved  # to the last digit
+    assert _results(tmp_path / "again")["metrics"] == _results(tmp_path / "save")["metrics"]
+    assert _results(tmp_path / "again")["checkpoint"] == str(best)
+
+    # any eval.levels from the file: as evaluating the checkpoint with them, on the rounded scores
+    two = evaluate(EvalSpec(tmp_path / "two", scores=scores, levels=[3, 2]))
+    direct = evaluate_checkpoint(best, tmp_path / "direct", CPU, save_scores=True, levels=[2, 3])
+    assert two == direct
+    assert {k: v for k, v in two.items() if "/level" in k} == {k: v for k, v in saved.items() if "/level" in k}
+    with pytest.raises(ConfigError, match=rf"eval\.levels=\[4\] must list distinct positions 1\.\.3 of the levels "
+                                          rf"saved in scores={scores} \(alignment\.levels=\[4, 10, 12\]\)"):
+        evaluate(EvalSpec(tmp_path / "four", scores=scores, levels=[4]))
+    with pytest.raises(ConfigError, match="split=val but scores=.* holds the test split"):
+        evaluate(EvalSpec(tmp_path / "val", scores=scores, split="val"))
+
+    cli = _run("evaluate.py", f"scores={scores}", "eval.levels=[2,3]", f"hydra.run.dir={tmp_path / 'cli'}")
+    assert cli.returncode == 0, cli.stderr[-3000:]
+    assert "| fused level2+level3 |" in cli.stdout
+    assert _results(tmp_path / "cli")["metrics"] == _results(tmp_path / "direct")["metrics"]
+
+
+def test_an_ensemble_of_a_model_with_itself_is_the_model(trained_run, tmp_path, capsys):
+    best = trained_run / "checkpoints" / "best.pt"
+    alone = evaluate_checkpoint(best, tmp_path / "alone", CPU, levels=[2, 3])
+    pair = evaluate(EvalSpec(tmp_path / "pair", checkpoints=(best, best), hardware=CPU, levels=[2, 3]))
+    fused = {name: value for name, value in alone.items() if "/level" not in name}
+    assert {name: pair[name] for name in fused} == fused
+    for member in ("model1", "model2"):
+        assert {name: pair[name.replace("test/", f"test/{member}/")] for name in fused} == fused
+    members = {name.replace("test/", f"test/{m}/") for name in fused for m in ("model1", "model2")}
+    assert set(pair) == set(fused) | members
+    assert "| model2 |" in capsys.readouterr().out
+    results = _results(tmp_path / "pair")
+    assert results["checkpoints"] == [str(best)] * 2 and results["fused_levels"] == [[2, 3], [2, 3]]
+
+    # an ensemble's scores are saved per member and level, and reproduce its table
+    saved = evaluate(EvalSpec(tmp_path / "save", checkpoints=(best, best), hardware=CPU, save_scores=True))
+    assert evaluate(EvalSpec(tmp_path / "again", scores=tmp_path / "save" / "scores.safetensors")) == saved
+
+
+def test_ensemble_members_must_score_the_same_split(trained_run, tmp_path):
+    from hat.models.checkpoint_file import load_checkpoint, save_checkpoint
+
+    best = trained_run / "checkpoints" / "best.pt"
+    other = load_checkpoint(best)
+    other["config"]["seed"] = 1  # the generated test split: other shapes, other captions
+    save_checkpoint(other, tmp_path / "other.pt")
+    with pytest.raises(ConfigError, match=rf"checkpoints\[1\]={tmp_path / 'other.pt'} is evaluated on another test "
+                                          rf"split than checkpoints\[0\]={best}"):
+        evaluate(EvalSpec(tmp_path / "eval", checkpoints=(best, tmp_path / "other.pt"), hardware=CPU))
+
+
+def test_evaluate_needs_a_checkpoint_checkpoints_or_scores(tmp_path):
+    result = _run("evaluate.py", f"hydra.run.dir={tmp_path}")
+    assert result.returncode == 2
+    assert "give exactly one of checkpoint=PATH (a model), checkpoints=[PATH,PATH]" in result.stderr
 
 
 def test_evaluate_names_a_missing_checkpoint(tmp_path):

@@ -151,6 +151,7 @@ def test_wrong_shape_raises(shape, captions_per_image):
         (dict(split="test", metric="rsum", protocol="coco1k"), "test/coco1k/rsum"),
         (dict(split="test", metric="t2i_r5", level=2), "test/level2/t2i_r5"),
         (dict(split="test", metric="rsum", protocol="coco5k", level=0), "test/coco5k/level0/rsum"),
+        (dict(split="test", metric="rsum", level=2, row="model"), "test/model2/rsum"),  # an ensemble's member
     ],
 )
 def test_metric_names(kwargs, name):

@@ -43,6 +43,15 @@ def test_csv_and_the_first_protocol_of_coco(tmp_path, capsys):
     assert header == "seeds," + ",".join(METRICS) and row == "1," + ",".join(["1.00"] * len(METRICS))
 
 
+def test_an_ensembles_row_is_the_ensemble_not_a_member(tmp_path, capsys):
+    (tmp_path / "eval").mkdir()
+    metrics = {f"test/{part}{m}": value for part, value in (("", 3.0), ("model1/", 1.0), ("model2/", 2.0))
+               for m in METRICS}
+    (tmp_path / "eval" / "results.json").write_text(json.dumps({"metrics": metrics}))
+    assert main([str(tmp_path), "--csv"]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[1] == "1," + ",".join(["3.00"] * len(METRICS))
+
+
 def test_no_results_is_an_error(tmp_path, capsys):
     assert main([str(tmp_path)]) == 1
     assert "no results.json" in capsys.readouterr().err

@@ -71,6 +71,7 @@ class OfflineRun:
     run_id: str
     group: str = ""
     tags: list[str] = field(default_factory=list)
+    job_type: str = ""
     config: dict = field(default_factory=dict)
     history: list[dict] = field(default_factory=list)
     summary: dict = field(default_factory=dict)
@@ -92,7 +93,7 @@ def read_offline_run(run_dir: Path) -> OfflineRun:
     for record in read_records(path):
         kind = record.WhichOneof("record_type")
         if kind == "run":
-            run = OfflineRun(record.run.run_id, record.run.run_group, list(record.run.tags))
+            run = OfflineRun(record.run.run_id, record.run.run_group, list(record.run.tags), record.run.job_type)
             run.config.update(_items(record.run.config.update))
         elif kind == "config":
             run.config.update(_items(record.config.update))

@@ -72,19 +72,22 @@ def recall_curve(ranks: torch.Tensor, max_k: int) -> list[float]:
     return (100.0 * counts.cumsum(0).double() / ranks.numel()).tolist()
 
 
-def metric_name(split: str, metric: str, protocol: str | None = None, level: int | None = None) -> str:
-    """``{split}[/{protocol}][/level{k}]/{metric}``, e.g. ``test/coco1k/level2/rsum``."""
+def metric_name(
+    split: str, metric: str, protocol: str | None = None, level: int | None = None, row: str = "level"
+) -> str:
+    """``{split}[/{protocol}][/{row}{k}]/{metric}``, e.g. ``test/coco1k/level2/rsum``; ``row="model"``
+    names the members of an ensemble (``test/model1/rsum``: member 1's fused scores)."""
     parts = [split]
     if protocol:
         parts.append(protocol)
     if level is not None:
-        parts.append(f"level{level}")
+        parts.append(f"{row}{level}")
     parts.append(metric)
     return "/".join(parts)
 
 
 def prefixed(
-    metrics: dict[str, float], split: str, protocol: str | None = None, level: int | None = None
+    metrics: dict[str, float], split: str, protocol: str | None = None, level: int | None = None, row: str = "level"
 ) -> dict[str, float]:
     """``metrics`` with every key turned into its full name by :func:`metric_name`."""
-    return {metric_name(split, key, protocol, level): value for key, value in metrics.items()}
+    return {metric_name(split, key, protocol, level, row): value for key, value in metrics.items()}

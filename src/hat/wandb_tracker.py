@@ -14,7 +14,7 @@ import contextlib
 import logging
 import netrc
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -74,9 +74,19 @@ def resolve_mode(requested: str | None, environ: Mapping[str, str]) -> str:
     return mode
 
 
-def override_tags(overrides: list[str]) -> list[str]:
-    """Command-line overrides as W&B tags (``alignment.levels=[4,10,12]``), cut to W&B's tag length."""
-    return [item if len(item) <= TAG_LENGTH else item[: TAG_LENGTH - 1] + "…" for item in overrides]
+def override_tags(overrides: list[str], keep_end: Collection[str] = ()) -> list[str]:
+    """Command-line overrides as W&B tags (``alignment.levels=[4,10,12]``), cut to W&B's tag length;
+    the values of the keys in ``keep_end`` (paths) keep their end: ``checkpoint=…/3/checkpoints/best.pt``."""
+    tags = []
+    for item in overrides:
+        key, _, value = item.partition("=")
+        if len(item) <= TAG_LENGTH:
+            tags.append(item)
+        elif key.lstrip("+~") in keep_end:
+            tags.append(f"{key}=…{value[len(key) + 2 - TAG_LENGTH:]}")
+        else:
+            tags.append(item[: TAG_LENGTH - 1] + "…")
+    return tags
 
 
 def sweep_group(sweep: str | None, sweep_dir: str) -> str:
@@ -92,10 +102,13 @@ class WandbTracker:
 
     ``settings`` is the ``logger`` config (mode, project, entity, group, tags, name, dir,
     init_timeout, examples); ``config`` the resolved run config as a plain dict; ``resume_id`` the
-    run to continue (``resume=auto``). Files go to ``logger.dir``, else ``$WANDB_DIR``, else ``run_dir``.
+    run to continue (``resume=auto``); ``job_type`` W&B's job type (``eval`` for evaluate.py). Files go
+    to ``logger.dir``, else ``$WANDB_DIR``, else ``run_dir``.
     """
 
-    def __init__(self, settings, run_dir: Path, config: dict, resume_id: str | None = None) -> None:
+    def __init__(
+        self, settings, run_dir: Path, config: dict, resume_id: str | None = None, job_type: str | None = None
+    ) -> None:
         self.run = None
         self._failed: set[str] = set()
         self._defined: set[str] = set()
@@ -119,6 +132,7 @@ class WandbTracker:
             name=settings.get("name"),
             dir=str(directory),
             config=config,
+            job_type=job_type,
             id=resume_id,
             resume="allow" if resume_id else None,
             settings=wandb.Settings(init_timeout=float(settings.init_timeout)),
@@ -221,6 +235,15 @@ class WandbTracker:
             return
         with self._guarded("summary"):
             self.run.summary.update(summary)
+
+    def log_table(self, key: str, columns: Sequence[str], rows: Sequence[Sequence]) -> None:
+        """Log ``rows`` (one value per column) as a ``wandb.Table`` under ``key``."""
+        if self.run is None:
+            return
+        with self._guarded("table"):
+            import wandb
+
+            self.run.log({key: wandb.Table(columns=list(columns), data=[list(row) for row in rows])})
 
     def log_file(self, path: Path) -> None:
         """Attach ``path`` to the run's files now (e.g. ``results.json``)."""

@@ -144,12 +144,17 @@ def recall_table(
     captions_per_image: int,
     protocol: str | None = None,
     fused_levels: Sequence[int] | None = None,
+    row: str = "level",
 ) -> dict[str, float]:
     """Metrics of each level alone (``{split}[/{protocol}]/level{k}/...``) and of the sum of the
-    ``fused_levels`` (1-based; all levels for ``None``) under no level part (``{split}/rsum``)."""
+    ``fused_levels`` (1-based; all levels for ``None``) under no level part (``{split}/rsum``).
+
+    ``row="model"``: ``sims`` are the fused scores of an ensemble's members (``.../model{m}/...``)
+    and the unnamed row is their sum, which ranks every pair as their mean does (see
+    :mod:`hat.engine.ensemble`)."""
     metrics: dict[str, float] = {}
     for level, level_sims in enumerate(sims, start=1):
-        metrics |= prefixed(retrieval_recall(level_sims, captions_per_image), split, protocol, level)
+        metrics |= prefixed(retrieval_recall(level_sims, captions_per_image), split, protocol, level, row)
     metrics |= prefixed(retrieval_recall(fuse_levels(sims, fused_levels), captions_per_image), split, protocol)
     return metrics
 
@@ -161,6 +166,7 @@ def fold_mean_table(
     protocol: str,
     folds: int,
     fused_levels: Sequence[int] | None = None,
+    row: str = "level",
 ) -> dict[str, float]:
     """:func:`recall_table` averaged over ``folds`` equal contiguous slices of the images (COCO 1K: 5 folds).
 
@@ -180,6 +186,7 @@ def fold_mean_table(
             captions_per_image,
             protocol,
             fused_levels,
+            row,
         )
         for f in range(folds)
     ]
@@ -192,13 +199,14 @@ def protocol_tables(
     captions_per_image: int,
     protocols: dict[str, int] | None,
     fused_levels: Sequence[int] | None = None,
+    row: str = "level",
 ) -> dict[str, float]:
     """One :func:`fold_mean_table` per ``{protocol: folds}`` entry, or a plain table for ``None``."""
     if not protocols:
-        return recall_table(sims, split, captions_per_image, None, fused_levels)
+        return recall_table(sims, split, captions_per_image, None, fused_levels, row)
     metrics: dict[str, float] = {}
     for protocol, folds in protocols.items():
-        metrics |= fold_mean_table(sims, split, captions_per_image, protocol, folds, fused_levels)
+        metrics |= fold_mean_table(sims, split, captions_per_image, protocol, folds, fused_levels, row)
     return metrics
 
 

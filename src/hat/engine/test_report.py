@@ -21,12 +21,14 @@ def report_scores(
     results: Path | None,
     fused_levels: Sequence[int] | None = None,
     extra: dict | None = None,
+    row: str = "level",
 ) -> tuple[dict[str, float], str]:
     """The metrics of per-level scores ``sims`` of ``split`` (each of ``protocols``, fusing
     ``fused_levels``) and their table; prints ``title`` and the table and writes ``results`` (with
-    the fields of ``extra``) when it is given (process 0 of a group gives it, the others pass None)."""
-    metrics = protocol_tables(sims, split, captions_per_image, protocols, fused_levels)
-    table = format_tables(metrics, split, len(sims), protocols, fused_levels)
+    the fields of ``extra``) when it is given (process 0 of a group gives it, the others pass None).
+    ``row="model"``: ``sims`` are an ensemble's members' fused scores (see :func:`recall_table`)."""
+    metrics = protocol_tables(sims, split, captions_per_image, protocols, fused_levels, row)
+    table = format_tables(metrics, split, len(sims), protocols, fused_levels, row)
     if results is not None:
         print(f"\n{title}:\n{table}")
         write_results(results, metrics, **(extra or {}))
