@@ -8,7 +8,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from hat.config import ConfigError
+from hat.config import ConfigError, monitor_direction
+from hat.config_tree import print_config_tree
 from hat.data.problems import DatasetError
 from hat.engine.distributed import CollectiveTimeout, from_environment, run_stamp
 from hat.engine.failures import TrainingDiverged, last_line
@@ -34,12 +35,14 @@ def main_process(value, otherwise=None):
 def register_resolvers() -> None:
     """The interpolations the configs use: ``${run_stamp:}`` (the run folder's date/time, shared by
     torchrun's ranks), ``${project_root:}`` (this folder, where ``sweeps/`` lives) and
-    ``${main_process:...}``, ``${tasks_per_node:GPUS}`` (SLURM tasks: one per GPU, at least one).
+    ``${main_process:...}``, ``${tasks_per_node:GPUS}`` (SLURM tasks: one per GPU, at least one) and
+    ``${monitor_direction:MONITOR}`` (maximize or minimize, for the Optuna sweeper).
     Hydra ships them to the jobs of a launcher (SLURM) with its state."""
     OmegaConf.register_new_resolver("run_stamp", run_stamp, replace=True)
     OmegaConf.register_new_resolver("project_root", lambda: str(Path(__file__).resolve().parent), replace=True)
     OmegaConf.register_new_resolver("main_process", main_process, replace=True)
     OmegaConf.register_new_resolver("tasks_per_node", lambda gpus: max(1, int(gpus or 0)), replace=True)
+    OmegaConf.register_new_resolver("monitor_direction", monitor_direction, replace=True)
 
 
 def label_run(cfg: DictConfig) -> None:
@@ -51,7 +54,8 @@ def label_run(cfg: DictConfig) -> None:
     with open_dict(cfg):
         cfg.logger.tags = [*cfg.logger.tags, *override_tags(list(hydra_cfg.overrides.task))]
         if hydra_cfg.mode == RunMode.MULTIRUN and cfg.logger.group is None:
-            cfg.logger.group = sweep_group(hydra_cfg.runtime.choices.get("sweeps"), hydra_cfg.sweep.dir)
+            choices = hydra_cfg.runtime.choices
+            cfg.logger.group = sweep_group(choices.get("sweeps") or choices.get("hparams_search"), hydra_cfg.sweep.dir)
 
 
 def _fail(error: BaseException, code: int):
@@ -69,6 +73,8 @@ def main(cfg: DictConfig) -> float | None:
     """Run one training job in Hydra's output directory; returns the validation monitor of the best
     checkpoint (``train.monitor``), which sweepers and tuners optimise: never a test metric."""
     label_run(cfg)
+    if cfg.print_config and from_environment().is_main:
+        print_config_tree(cfg)
     with PreemptionSignals() as signals:  # held until the process leaves: a late second signal is handled too
         try:
             return train(cfg, Path(HydraConfig.get().runtime.output_dir), signals).best_monitor

@@ -8,13 +8,16 @@ import sys
 import time
 
 import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 from conftest import CONF, ROOT, compose_config
 from hat.config import ConfigError, monitor_terms, validate_train_config
 from hat.models.config_checks import validate_model_config
 from hat.models.spec import model_spec
 
-GROUPS = ("encoder", "alignment", "loss", "dataset", "hardware", "optim", "logger", "experiment")
+GROUPS = ("encoder", "alignment", "loss", "dataset", "hardware", "optim", "logger", "experiment", "paths", "debug",
+          "hparams_search", "local")
 
 
 
@@ -36,7 +39,10 @@ def test_every_group_option_composes_and_its_model_config_is_valid(group, option
     monitor_terms(cfg.train.monitor, len(cfg.alignment.levels))
 
 
-@pytest.mark.parametrize("path", sorted(CONF.rglob("*.yaml")), ids=lambda p: str(p.relative_to(CONF)))
+CONFIG_FILES = sorted(p for p in CONF.rglob("*.yaml") if p != CONF / "local" / "default.yaml")  # not the user's own
+
+
+@pytest.mark.parametrize("path", CONFIG_FILES, ids=lambda p: str(p.relative_to(CONF)))
 def test_every_config_file_starts_with_the_command_that_uses_it(path):
     lines = [line for line in path.read_text().splitlines() if not line.startswith("# @package")]
     assert lines[0].startswith(("# python ", "# torchrun ")), f"{path} should begin with the command that uses it"
@@ -233,3 +239,48 @@ def test_every_hardware_option_starts_from_the_one_base():
         assert defaults[0] in ("base", "/hardware/base@hardware"), path.name
         hardware = compose_config("train", [f"hardware={path.stem}"]).hardware
         assert set(hardware) == set(base), path.name  # no option adds or drops a setting
+
+
+def _without_tags(cfg) -> dict:
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    plain["logger"].pop("tags")
+    return plain
+
+
+def test_the_paper_presets_only_name_what_the_defaults_already_are():
+    f30k = compose_config("train", ["experiment=hat_f30k"])
+    assert _without_tags(f30k) == _without_tags(compose_config("train", []))
+    assert list(f30k.logger.tags) == ["paper", "hat_f30k"]
+    coco = compose_config("train", ["experiment=hat_coco"])
+    assert _without_tags(coco) == _without_tags(compose_config("train", ["dataset=coco"]))
+    assert coco.dataset.name == "coco" and coco.dataset.val_images == 1000 and coco.dataset.use_restval
+    assert dict(coco.dataset.test_protocols) == {"coco1k": 5, "coco5k": 1}
+    assert coco.train.batch_size == 58 and list(coco.alignment.levels) == [4, 10, 12]
+
+
+def test_a_local_config_sets_this_machines_data_roots_and_wandb_entity(tmp_path):
+    (tmp_path / "local").mkdir()
+    (tmp_path / "local" / "default.yaml").write_text(
+        "# @package _global_\n# local\npaths:\n  f30k: /mnt/f30k\n  coco: /mnt/coco\nlogger:\n  entity: lab\n")
+    searchpath = f"hydra.searchpath=[file://{tmp_path}]"
+    cfg = compose_config("train", [searchpath, "dataset=coco"])
+    assert cfg.dataset.root == "/mnt/coco" and cfg.logger.entity == "lab"
+    assert compose_config("train", [searchpath, "dataset.root=/elsewhere"]).dataset.root == "/elsewhere"
+    assert "conf/local/default.yaml" in (ROOT / ".gitignore").read_text().splitlines()
+
+
+@pytest.mark.parametrize("option", sorted(p.stem for p in (CONF / "debug").glob("*.yaml")))
+def test_every_debug_option_passes_the_checks_on_the_tiny_run(option, tiny_config):
+    cfg = tiny_config(f"debug={option}")
+    validate_train_config(cfg)
+    assert cfg.logger.backend == "none" and cfg.hardware.num_workers == 0
+
+
+@pytest.mark.parametrize(("monitor", "direction"), [("val/i2t_r1+val/t2i_r1", "maximize"),
+                                                     ("val/level2/t2i_medr", "minimize")])
+def test_the_optuna_search_tunes_four_settings_in_the_monitors_direction(monitor, direction):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train", [f"train.monitor={monitor}", "hparams_search=optuna"], return_hydra_config=True)
+    sweeper = cfg.hydra.sweeper
+    assert sweeper.direction == direction
+    assert set(sweeper.params) == {"loss.margin", "alignment.smooth", "optim.lr", "optim.warmup_epochs"}

@@ -3,6 +3,9 @@ multirun jobs, and the SLURM preset it composes."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -81,3 +84,24 @@ def test_wandb_sweep_files_optimise_the_validation_monitor_that_every_dataset_lo
 def test_another_job_logging_choice_still_composes_and_runs_without_a_log_file(tmp_path):
     cfg = _compose("hydra/job_logging=disabled", "hydra.runtime.output_dir=/runs/x")
     assert "handlers" not in cfg.hydra.job_logging
+
+
+@pytest.mark.slow
+def test_three_optuna_trials_tune_on_the_validation_monitor_and_write_the_best(tmp_path):
+    sweep = tmp_path / "sweep"
+    tiny = [item for item in TINY_RUN if not item.startswith("optim.lr=")]  # a value given here is not tuned
+    command = [sys.executable, str(ROOT / "train.py"), "hparams_search=optuna", *tiny, "logger=none",
+               "hydra.sweeper.n_trials=3", "hydra.sweeper.sampler.n_startup_trials=3", f"hydra.sweep.dir={sweep}"]
+    subprocess.run(command, cwd=tmp_path, check=True, capture_output=True, timeout=600)
+
+    monitors = []
+    for job in range(3):
+        results = json.loads((sweep / str(job) / "results.json").read_text())
+        overrides = (sweep / str(job) / ".hydra" / "overrides.yaml").read_text()
+        assert all(f"{key}=" in overrides for key in ("loss.margin", "alignment.smooth", "optim.lr",
+                                                      "optim.warmup_epochs"))
+        monitors.append(results["monitor"]["val/i2t_r1+val/t2i_r1"])
+    best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    assert best["best_value"] == max(monitors)  # recalls: maximised
+    assert set(best["best_params"]) == {"loss.margin", "alignment.smooth", "optim.lr", "optim.warmup_epochs"}
+    assert 0.05 <= best["best_params"]["loss.margin"] <= 0.4

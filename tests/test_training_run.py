@@ -55,3 +55,37 @@ def test_resuming_with_other_parameter_groups_names_the_settings(tmp_path, tiny_
     train(tiny_config("train.epochs=1"), tmp_path)
     with pytest.raises(ConfigError, match=r"resume=.*last\.pt: .*parameter group.*resume with the optim settings"):
         train(tiny_config("train.epochs=2", "resume=auto", "optim.backbone_lr_scale=0.1"), tmp_path)
+
+
+def test_limit_batches_ends_every_epoch_early_and_the_schedule_counts_those_epochs(tmp_path, tiny_config):
+    train(tiny_config("train.epochs=2", "train.limit_batches=3", "optim.step_size=1", "optim.gamma=0.5"), tmp_path)
+    last = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
+    assert last["epoch"] == 2 and last["step"] == 6
+    assert last["scheduler"]["spec_fields"]["steps_per_epoch"] == 3
+    assert last["optimizer"]["param_groups"][0]["lr"] == pytest.approx(1e-3 * 0.5**2)  # two epochs of 3 steps
+
+
+def test_overfit_batches_trains_on_the_same_first_pairs_every_epoch(tmp_path, tiny_config):
+    from hat.config import validate_train_config
+    from hat.engine.distributed import Distributed
+    from hat.engine.preemption import PreemptionSignals
+    from hat.engine.training_run import TrainingRun
+    from hat.runtime import resolve_runtime
+
+    cfg = tiny_config("train.overfit_batches=2")
+    with PreemptionSignals() as signals:
+        run = TrainingRun(cfg, validate_train_config(cfg), tmp_path, Distributed(), resolve_runtime(cfg.hardware),
+                          signals).setup()
+    sampler = run.parts.sampler
+    assert sampler.batches_per_epoch == 2
+    for epoch in range(3):
+        sampler.set_epoch(epoch)
+        assert sorted(sampler) == list(range(16))  # 2 batches of 8: the first 16 pairs, reshuffled
+
+
+def test_profile_steps_write_a_trace_of_the_training_steps(tmp_path, tiny_config):
+    train(tiny_config("train.epochs=1", "train.limit_batches=4", "train.profile_steps=2"), tmp_path)
+    traces = list((tmp_path / "profile").glob("*.pt.trace.json"))
+    assert len(traces) == 1
+    events = json.loads(traces[0].read_text())["traceEvents"]
+    assert any(event.get("name") == "ProfilerStep#2" for event in events)  # the steps after skip + warmup

@@ -71,9 +71,13 @@ def _check_train(cfg) -> TrainSpec:
     require_int("train.log_every", train.log_every, 1, why="optimizer steps between train/* metrics")
     require_int("train.early_stop", train.early_stop, 1, optional=True,
                 why="validations without a better train.monitor before training stops")
+    require_int("train.limit_batches", train.limit_batches, 1, optional=True, why="batches an epoch")
+    require_int("train.overfit_batches", train.overfit_batches, 0, why="batches of the first pairs trained on; 0: off")
+    require_int("train.profile_steps", train.profile_steps, 0, why="optimizer steps traced by torch.profiler; 0: off")
     names, higher_is_better = monitor_terms(train.monitor, len(cfg.alignment.levels))
     return TrainSpec(train.epochs, train.max_steps, train.batch_size, train.accumulate, train.freeze_epochs,
-                     train.log_every, str(train.monitor), tuple(names), higher_is_better, train.early_stop)
+                     train.log_every, str(train.monitor), tuple(names), higher_is_better, train.early_stop,
+                     train.limit_batches, train.overfit_batches, train.profile_steps)
 
 
 def _check_optim(cfg) -> OptimSpec:
@@ -107,8 +111,9 @@ def _check_optim(cfg) -> OptimSpec:
     )
 
 
-def monitor_terms(monitor: str, num_levels: int) -> tuple[list[str], bool]:
-    """Parse ``train.monitor`` ("val/i2t_r1+val/t2i_r1"): (metric names summed, higher is better)."""
+def monitor_terms(monitor: str, num_levels: int | None) -> tuple[list[str], bool]:
+    """Parse ``train.monitor`` ("val/i2t_r1+val/t2i_r1"): (metric names summed, higher is better);
+    ``val/levelK/...`` names need ``1 <= K <= num_levels`` (any K >= 1 for None)."""
     names = [term.strip() for term in str(monitor).split("+")]
     allowed = f"'+'-separated names val/METRIC or val/levelK/METRIC with METRIC in {METRIC_KEYS}"
     directions = set()
@@ -116,7 +121,7 @@ def monitor_terms(monitor: str, num_levels: int) -> tuple[list[str], bool]:
         parts = name.split("/")
         level_ok = len(parts) == 2 or (
             len(parts) == 3 and parts[1].startswith("level") and parts[1][5:].isdigit()
-            and 1 <= int(parts[1][5:]) <= num_levels
+            and 1 <= int(parts[1][5:]) <= (num_levels or int(parts[1][5:]))
         )
         if parts[0] != "val" or not level_ok or parts[-1] not in METRIC_KEYS:
             raise ConfigError(f"train.monitor={monitor!r}: {name!r} is not a validation metric; expected {allowed}")
@@ -124,6 +129,12 @@ def monitor_terms(monitor: str, num_levels: int) -> tuple[list[str], bool]:
     if len(directions) != 1:
         raise ConfigError(f"train.monitor={monitor!r} mixes recalls (higher is better) with ranks (lower is better)")
     return names, directions.pop()
+
+
+def monitor_direction(monitor: str) -> str:
+    """``maximize`` for a ``train.monitor`` of recalls, ``minimize`` for one of ranks: the direction
+    a tuner of the value train.py returns must take (``hparams_search=optuna`` reads it)."""
+    return "maximize" if monitor_terms(monitor, None)[1] else "minimize"
 
 
 def _check_hardware(cfg) -> None:
@@ -183,11 +194,16 @@ def _check_dataset_sizes(cfg) -> None:
             require_int(f"dataset.{key}", cfg[key], 1, why="images generated for the split")
         require_int("dataset.render_size", cfg.render_size, 1, why="pixels the images are drawn at")
     require_int("dataset.val_images", cfg.get("val_images"), 1, why="the first N validation images", optional=True)
+    test_images = require_int("dataset.test_images", cfg.get("test_images"), 1, optional=True,
+                              why="the first N test images")
     protocols = to_plain(cfg.get("test_protocols"))
     if protocols is not None and not isinstance(protocols, dict):
         raise ConfigError(f"dataset.test_protocols={show(protocols)} must be null or a mapping NAME: FOLDS")
     for name, folds in (protocols or {}).items():
         require_int(f"dataset.test_protocols.{name}", folds, 1, why="equal folds of the test images")
+        if test_images is not None and test_images % folds:
+            raise ConfigError(f"dataset.test_images={test_images} must be a multiple of {folds}: "
+                              f"dataset.test_protocols.{name} splits the test images into {folds} equal folds")
     _check_crop_scale(cfg.train_crop_scale)
 
 

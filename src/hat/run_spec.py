@@ -12,7 +12,9 @@ class TrainSpec:
     """``train``: ``epochs``, ``max_steps`` (None: no limit), ``batch_size`` per process, GradCache
     chunks (``accumulate``), ``freeze_epochs``, ``log_every`` steps, the validation ``monitor``
     resolved into the metric names it sums and whether higher is better, and ``early_stop``: the
-    validations without a better monitor after which training stops (None: never)."""
+    validations without a better monitor after which training stops (None: never). Debugging aids:
+    ``limit_batches`` per epoch (None: all), ``overfit_batches`` (train on that many batches of the
+    first pairs; 0: off) and ``profile_steps`` traced by torch.profiler (0: off)."""
 
     epochs: int
     max_steps: int | None
@@ -24,6 +26,9 @@ class TrainSpec:
     monitor_names: tuple[str, ...]
     higher_is_better: bool
     early_stop: int | None = None
+    limit_batches: int | None = None
+    overfit_batches: int = 0
+    profile_steps: int = 0
 
 
 @dataclass(frozen=True)

@@ -109,7 +109,8 @@ def _required_files(cfg, layout: str) -> list[str]:
 
 
 def build_splits(cfg, seed: int) -> dict[str, CaptionedImages]:
-    """``{"train", "val", "test"}`` splits, none empty; ``val`` keeps the first ``dataset.val_images`` images.
+    """``{"train", "val", "test"}`` splits, none empty; ``val`` keeps the first ``dataset.val_images``
+    images and ``test`` the first ``dataset.test_images`` (a debugging limit; None: all).
 
     A dataset on disk is checked whole first (:func:`read_dataset_on_disk`). Raises ``ValueError``
     naming ``dataset.num_train``/``num_val``/``num_test`` when a generated split would have no
@@ -129,6 +130,7 @@ def build_splits(cfg, seed: int) -> dict[str, CaptionedImages]:
     else:
         splits = read_dataset_on_disk(cfg)
     splits["val"] = splits["val"].subset(cfg.get("val_images"))
+    splits["test"] = splits["test"].subset(cfg.get("test_images"))
     if len(splits["val"]) == 0:
         val_images = cfg.get("val_images")
         raise DatasetError([_empty_split(cfg, "val", f"dataset.val_images={val_images} keeps none of its images")])

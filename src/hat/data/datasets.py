@@ -75,21 +75,25 @@ class EpochShuffleSampler(Sampler[int]):
     dropped); rank ``r`` takes the ``r``-th slice of ``batch_size`` of each, so the ranks' batches,
     concatenated in rank order, are exactly the batches of one process with the global batch.
     ``set_epoch(epoch, skip_batches=k)`` starts after ``k`` batches, so that a run resumed
-    mid-epoch sees exactly the samples it had not seen yet.
+    mid-epoch sees exactly the samples it had not seen yet. ``max_batches`` ends every epoch after
+    that many batches (a debugging limit; the permutation still covers all of ``range(size)``).
     """
 
-    def __init__(self, size: int, seed: int, batch_size: int = 1, rank: int = 0, world_size: int = 1) -> None:
+    def __init__(self, size: int, seed: int, batch_size: int = 1, rank: int = 0, world_size: int = 1,
+                 max_batches: int | None = None) -> None:
         self.size = size
         self.seed = seed
         self.batch_size = batch_size
         self.rank = rank
         self.world_size = world_size
+        self.max_batches = max_batches
         self.epoch = 0
         self.skip_batches = 0
 
     @property
     def batches_per_epoch(self) -> int:
-        return self.size // (self.batch_size * self.world_size)
+        whole = self.size // (self.batch_size * self.world_size)
+        return whole if self.max_batches is None else min(whole, self.max_batches)
 
     def set_epoch(self, epoch: int, skip_batches: int = 0) -> None:
         self.epoch = epoch

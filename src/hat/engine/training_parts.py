@@ -96,14 +96,19 @@ def _build_model(cfg, spec: ModelSpec, config: dict, runtime: Runtime) -> HATMod
 def _train_loader(cfg, train: TrainSpec, split: CaptionedImages, collator: CaptionCollator, ranks, runtime: Runtime):
     """``(pairs, sampler, loader)`` of the training split: each step's batch is this process's
     ``train.batch_size x train.accumulate`` pairs, augmented as ``dataset`` says; with
-    ``hardware.image_decode=device`` the workers only read the files and draw the crops."""
+    ``hardware.image_decode=device`` the workers only read the files and draw the crops. An epoch
+    is cut at ``train.limit_batches``; ``train.overfit_batches`` trains on that many batches' worth
+    of the first pairs only."""
     augmentation = (cfg.encoder.image.image_size, cfg.dataset.train_crop_scale, cfg.dataset.train_hflip)
     if cfg.hardware.image_decode == "device":
         pairs = PairDataset(split, EncodedTrainCrop(*augmentation), cfg.seed, read=read_jpeg_bytes)
     else:
         pairs = PairDataset(split, train_transform(*augmentation), cfg.seed)
     step_batch = train.batch_size * train.accumulate
-    sampler = EpochShuffleSampler(len(pairs), cfg.seed, step_batch, ranks.rank, ranks.world_size)
+    size = len(pairs)
+    if train.overfit_batches:  # the same first pairs every epoch, reshuffled
+        size = min(size, train.overfit_batches * step_batch * ranks.world_size)
+    sampler = EpochShuffleSampler(size, cfg.seed, step_batch, ranks.rank, ranks.world_size, train.limit_batches)
     loader = DataLoader(
         pairs,
         batch_size=step_batch,

@@ -18,6 +18,7 @@ from hat.engine.distributed import agree, barrier, gather_objects
 from hat.engine.evaluation import protocol_tables, score_split
 from hat.engine.failures import bad_training_image, diverged
 from hat.engine.preemption import Preempted, PreemptionSignals, StopRequested, iterate_workers_safely
+from hat.engine.profiling import StepProfiler
 from hat.engine.resume import resume_training
 from hat.engine.step import training_step, wrap_for_training
 from hat.engine.test_report import report_scores
@@ -54,6 +55,7 @@ class TrainingRun:
         self._saved_step: int | None = None  # the step this run's `last` holds
         self._step_fn, self._wrapped_frozen = None, None
         self.tracker = NullTracker()  # until setup() starts the run's own
+        self.profiler = StepProfiler(spec.train.profile_steps, run_dir / "profile", runtime.device)
 
     def setup(self) -> TrainingRun:
         """Build the parts, resume from ``resume``'s checkpoint (if any) and start the tracker."""
@@ -99,14 +101,17 @@ class TrainingRun:
 
     def fit(self) -> TrainOutcome:
         """Train (validating at every epoch's end and where training stops), then test the best."""
-        while True:
-            if self._needs_validation():
-                self.validate()
-            if self.state.epoch >= self.spec.train.epochs or self.state.step >= self.max_steps:
-                break
-            if self._stopped_early():
-                break
-            self.train_epoch()
+        try:
+            while True:
+                if self._needs_validation():
+                    self.validate()
+                if self.state.epoch >= self.spec.train.epochs or self.state.step >= self.max_steps:
+                    break
+                if self._stopped_early():
+                    break
+                self.train_epoch()
+        finally:
+            self.profiler.close()
         return self.test()
 
     def _stopped_early(self) -> bool:
@@ -163,6 +168,7 @@ class TrainingRun:
                 meter.batch_arrived()
                 loss, stop = self._step(batch)
                 meter.step_done(len(batch["images"]) * self.ranks.world_size)
+                self.profiler.step()
                 bar.update()
                 if s.step % self.spec.train.log_every == 0:
                     self._log_training(loss, meter.read_and_reset(), bar)
