@@ -266,6 +266,7 @@ def test_a_local_config_sets_this_machines_data_roots_and_wandb_entity(tmp_path)
     cfg = compose_config("train", [searchpath, "dataset=coco"])
     assert cfg.dataset.root == "/mnt/coco" and cfg.logger.entity == "lab"
     assert compose_config("train", [searchpath, "dataset.root=/elsewhere"]).dataset.root == "/elsewhere"
+    assert compose_config("evaluate", [searchpath, "checkpoint=best.pt", "dataset=f30k"]).dataset.root == "/mnt/f30k"
     assert "conf/local/default.yaml" in (ROOT / ".gitignore").read_text().splitlines()
 
 
