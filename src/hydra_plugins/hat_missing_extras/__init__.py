@@ -19,22 +19,26 @@ from hydra.plugins.sweeper import Sweeper
 from omegaconf import OmegaConf
 
 
-def _not_installed(option: str, plugin: str, extra: str) -> ImportError:
-    from hat.extras import install_hint
+class _StandIn:
+    """A plugin whose package is missing: building it raises the ImportError naming ``EXTRA``."""
 
-    return ImportError(f"{option} needs Hydra's plugin {plugin}, which is not installed: {install_hint(extra)}")
-
-
-class MissingSubmititLauncher(Launcher):
-    """Stands for Hydra's submitit launcher: every call raises the ImportError naming the ``slurm``
-    extra (Hydra fails at the first, the construction)."""
+    OPTION = PLUGIN = EXTRA = ""
 
     def __init__(self, **settings) -> None:
         raise self.missing()
 
-    @staticmethod
-    def missing() -> ImportError:
-        return _not_installed("hardware=slurm", "hydra-submitit-launcher", "slurm")
+    @classmethod
+    def missing(cls) -> ImportError:
+        from hat.extras import install_hint
+
+        return ImportError(f"{cls.OPTION} needs Hydra's plugin {cls.PLUGIN}, which is not installed: "
+                           f"{install_hint(cls.EXTRA)}")
+
+
+class MissingSubmititLauncher(_StandIn, Launcher):
+    """Stands for Hydra's submitit launcher (Hydra fails at the first call, the construction)."""
+
+    OPTION, PLUGIN, EXTRA = "hardware=slurm", "hydra-submitit-launcher", "slurm"
 
     def setup(self, *, hydra_context, task_function, config) -> None:
         raise self.missing()
@@ -43,15 +47,10 @@ class MissingSubmititLauncher(Launcher):
         raise self.missing()
 
 
-class MissingOptunaSweeper(Sweeper):
-    """Stands for Hydra's Optuna sweeper: every call raises the ImportError naming the ``tune`` extra."""
+class MissingOptunaSweeper(_StandIn, Sweeper):
+    """Stands for Hydra's Optuna sweeper."""
 
-    def __init__(self, **settings) -> None:
-        raise self.missing()
-
-    @staticmethod
-    def missing() -> ImportError:
-        return _not_installed("hparams_search=optuna", "hydra-optuna-sweeper", "tune")
+    OPTION, PLUGIN, EXTRA = "hparams_search=optuna", "hydra-optuna-sweeper", "tune"
 
     def setup(self, *, hydra_context, task_function, config) -> None:
         raise self.missing()
