@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import hat  # noqa: E402
 from common import PeakResident, mib, report  # noqa: E402
 from hat.data.build import build_splits  # noqa: E402
+from hat.data.spec import data_spec  # noqa: E402
 from hat.data.split_folder import write_split_folder  # noqa: E402
 from hat.search.feature_cache import build_cache, read_shards  # noqa: E402
 from hat.search.ranking import rank_images  # noqa: E402
@@ -55,7 +56,7 @@ def main(argv=None) -> None:
     rows: list[list] = []
     with tempfile.TemporaryDirectory() as tmp:
         folder, cache = Path(tmp) / "images", Path(tmp) / "cache"
-        write_split_folder(build_splits(dataset, retriever.config.seed)["test"], folder)
+        write_split_folder(build_splits(data_spec(dataset), retriever.config.seed)["test"], folder)
 
         def index():
             return build_cache(retriever, folder, cache, args.shard_size, progress=False)

@@ -15,6 +15,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from conftest import TINY_RUN, compose_config  # noqa: E402
 from hat.data.build import build_splits  # noqa: E402
 from hat.data.datasets import CaptionCollator, PairDataset  # noqa: E402
+from hat.data.spec import data_spec
 from hat.data.transforms import eval_transform  # noqa: E402
 from hat.engine import distributed  # noqa: E402
 from hat.engine.evaluation import protocol_tables, score_split  # noqa: E402
@@ -39,7 +40,7 @@ def main(out: Path, chunks: int) -> None:
     model = build_model(model_spec(cfg))
     model.eval()  # no dropout: both runs must compute the same function
     loss_fn = build_loss(cfg.loss)
-    splits = build_splits(cfg.dataset, cfg.seed)
+    splits = build_splits(data_spec(cfg.dataset), cfg.seed)
     text = model_spec(cfg).text
     collator = CaptionCollator(build_tokenizer(text), text.max_length, pad_to_max_length=True)
     pairs = PairDataset(splits["train"], eval_transform(cfg.encoder.image.image_size), cfg.seed)

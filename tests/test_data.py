@@ -13,10 +13,11 @@ from PIL import Image
 
 from conftest import compose_config, make_karpathy_dataset
 from hat.config import ConfigError, validate_train_config
-from hat.data.build import build_splits, check_dataset_root
+from hat.data.build import build_splits
 from hat.data.datasets import CaptionCollator, EpochShuffleSampler, ImageDataset, PairDataset
 from hat.data.problems import DatasetError
 from hat.data.shapes import build_shapes_splits
+from hat.data.spec import data_spec
 from hat.data.transforms import eval_transform, train_transform
 from hat.models.spec import TextEncoderSpec
 from hat.models.text_encoder import build_tokenizer
@@ -35,7 +36,7 @@ def edit_json(path, edit):
 
 def test_flickr30k_karpathy_json_gives_three_splits_of_images_with_five_captions(tmp_path):
     root = make_karpathy_dataset(tmp_path, "f30k", {"train": 6, "val": 2, "test": 3})
-    splits = build_splits(dataset_config(root), seed=0)
+    splits = build_splits(data_spec(dataset_config(root)), seed=0)
     assert {name: len(split) for name, split in splits.items()} == {"train": 6, "val": 2, "test": 3}
     test = splits["test"]
     assert len(test.captions()) == 15 and test.captions()[5].startswith("picture 9 ")
@@ -45,8 +46,8 @@ def test_flickr30k_karpathy_json_gives_three_splits_of_images_with_five_captions
 
 def test_coco_restval_joins_train_and_files_live_under_their_folder(tmp_path):
     root = make_karpathy_dataset(tmp_path, "coco", {"train": 3, "restval": 2, "val": 2, "test": 2})
-    with_restval = build_splits(dataset_config(root, "coco"), seed=0)
-    without = build_splits(dataset_config(root, "coco", "dataset.use_restval=false"), seed=0)
+    with_restval = build_splits(data_spec(dataset_config(root, "coco")), seed=0)
+    without = build_splits(data_spec(dataset_config(root, "coco", "dataset.use_restval=false")), seed=0)
     assert len(with_restval["train"]) == 5 and len(without["train"]) == 3
     assert with_restval["train"].records[3].path == root / "images" / "val2014" / "00003.jpg"
 
@@ -60,7 +61,7 @@ def test_wrong_caption_counts_are_reported_together_naming_each_image(tmp_path):
 
     edit_json(root / "dataset_flickr30k.json", edit)
     with pytest.raises(DatasetError, match=r"2 problem\(s\)") as error:
-        build_splits(dataset_config(root), seed=0)
+        build_splits(data_spec(dataset_config(root)), seed=0)
     assert "00000.jpg): 4 captions, expected 5" in str(error.value)
     assert "00002.jpg): 6 captions, expected 5" in str(error.value)
 
@@ -68,20 +69,21 @@ def test_wrong_caption_counts_are_reported_together_naming_each_image(tmp_path):
 def test_captions_per_image_setting_decides_how_many_captions_an_image_needs(tmp_path):
     root = make_karpathy_dataset(tmp_path, "f30k", {"train": 2, "val": 1, "test": 1}, captions_per_image=3)
     with pytest.raises(DatasetError, match=r"(?s)4 problem\(s\).*00000\.jpg\): 3 captions, expected 5"):
-        build_splits(dataset_config(root), seed=0)
-    assert build_splits(dataset_config(root, "f30k", "dataset.captions_per_image=3"), seed=0)["train"].num_pairs == 6
+        build_splits(data_spec(dataset_config(root)), seed=0)
+    three = data_spec(dataset_config(root, "f30k", "dataset.captions_per_image=3"))
+    assert build_splits(three, seed=0)["train"].num_pairs == 6
 
 
 def test_validation_keeps_the_first_val_images(tmp_path):
     root = make_karpathy_dataset(tmp_path, "coco", {"train": 2, "val": 5, "test": 2})
-    cfg = dataset_config(root, "coco", "dataset.val_images=3")
-    assert [r.key for r in build_splits(cfg, seed=0)["val"].records] == ["00002.jpg", "00003.jpg", "00004.jpg"]
+    spec = data_spec(dataset_config(root, "coco", "dataset.val_images=3"))
+    assert [r.key for r in build_splits(spec, seed=0)["val"].records] == ["00002.jpg", "00003.jpg", "00004.jpg"]
 
 
 def test_a_config_from_before_the_checks_existed_still_reads(tmp_path):
     root = make_karpathy_dataset(tmp_path, "f30k", {"train": 2, "val": 1, "test": 1})
     cfg = OmegaConf.create({"name": "f30k", "root": str(root), "captions_per_image": 5, "extra_captions": "error"})
-    assert len(build_splits(cfg, seed=0)["train"]) == 2
+    assert len(build_splits(data_spec(cfg), seed=0)["train"]) == 2
 
 
 def test_empty_and_whitespace_captions_are_all_reported_with_file_and_image(tmp_path):
@@ -95,7 +97,7 @@ def test_empty_and_whitespace_captions_are_all_reported_with_file_and_image(tmp_
 
     edit_json(annotations, edit)
     with pytest.raises(DatasetError, match=r"2 problem\(s\)") as error:
-        build_splits(dataset_config(root), seed=0)
+        build_splits(data_spec(dataset_config(root)), seed=0)
     message = str(error.value)
     assert f"{annotations}: images[1] (00001.jpg): caption 2 is empty or whitespace only" in message
     assert f"{annotations}: images[4] (00004.jpg): caption 0 is empty or whitespace only" in message
@@ -112,7 +114,7 @@ def test_captions_are_stripped_a_byte_order_mark_is_allowed_and_long_captions_co
     edit_json(annotations, edit)
     annotations.write_bytes(b"\xef\xbb\xbf" + annotations.read_bytes())
     with caplog.at_level(logging.INFO):
-        assert build_splits(dataset_config(root), seed=0)["train"].records[0].captions[0] == "red"
+        assert build_splits(data_spec(dataset_config(root)), seed=0)["train"].records[0].captions[0] == "red"
     assert "1 caption(s) have more than 30 words" in caplog.text
 
 
@@ -131,7 +133,7 @@ def test_invalid_utf8_is_an_error_naming_the_file_and_byte_offset(tmp_path):
     offset = annotations.read_bytes().index(b"\xe9")
     expected = rf"{annotations}: 1 byte\(s\) are not valid UTF-8, at byte offset\(s\) {offset};"
     with pytest.raises(DatasetError, match=expected):
-        build_splits(dataset_config(root), seed=0)
+        build_splits(data_spec(dataset_config(root)), seed=0)
 
 
 def test_replace_mode_replaces_invalid_text_and_logs_how_many_captions_it_touched(tmp_path, caplog):
@@ -140,10 +142,10 @@ def test_replace_mode_replaces_invalid_text_and_logs_how_many_captions_it_touche
     text = annotations.read_bytes().replace(b"picture 0 is red, caption 1", b"picture 0 is red, caption 1 \\udc00")
     annotations.write_bytes(text)  # a lone surrogate written as a JSON escape: valid JSON, not valid Unicode
     with pytest.raises(DatasetError, match=r"images\[0\] \(00000\.jpg\): caption 1 is not valid Unicode"):
-        build_splits(dataset_config(root), seed=0)
+        build_splits(data_spec(dataset_config(root)), seed=0)
     write_bad_bytes(annotations, ["picture 1 is green, caption 3", "picture 3 is yellow, caption 0"])
     with caplog.at_level(logging.WARNING):
-        splits = build_splits(dataset_config(root, "f30k", "dataset.on_bad_text=replace"), seed=0)
+        splits = build_splits(data_spec(dataset_config(root, "f30k", "dataset.on_bad_text=replace")), seed=0)
     assert "replaced invalid text with U+FFFD in 3 caption(s)" in caplog.text and str(annotations) in caplog.text
     assert splits["train"].records[1].captions[3] == "picture 1 is green, caption 3 caf\ufffd"
     assert splits["train"].records[0].captions[1] == "picture 0 is red, caption 1 \ufffd"
@@ -154,7 +156,7 @@ def test_missing_image_files_are_all_listed_up_to_twenty_with_the_count(tmp_path
     for image in (root / "images").iterdir():
         image.unlink()
     with pytest.raises(DatasetError, match=r"25 problem\(s\)") as error:
-        build_splits(dataset_config(root), seed=0)
+        build_splits(data_spec(dataset_config(root)), seed=0)
     message = str(error.value)
     assert f"{root / 'images' / '00000.jpg'}: image file missing (train image 00000.jpg)" in message
     assert message.count("image file missing") == 20 and message.endswith("... and 5 more")
@@ -165,7 +167,7 @@ def test_one_error_reports_caption_and_image_problems_together(tmp_path):
     edit_json(root / "dataset_flickr30k.json", lambda data: data["images"][0]["sentences"][0].update(raw=""))
     (root / "images" / "00003.jpg").unlink()
     with pytest.raises(DatasetError, match=r"(?s)2 problem\(s\).*caption 0 is empty.*00003\.jpg: image file missing"):
-        build_splits(dataset_config(root), seed=0)
+        build_splits(data_spec(dataset_config(root)), seed=0)
 
 
 def corrupt_images(root):
@@ -183,9 +185,10 @@ def test_skip_bad_images_drops_missing_and_corrupt_files_with_their_captions(tmp
     root = make_karpathy_dataset(tmp_path, "f30k", {"train": 5, "val": 2, "test": 2})
     corrupt_images(root)
     with pytest.raises(DatasetError, match=r"(?s)2 problem\(s\).*00001\.jpg: image file missing.*00006\.jpg: does not"):
-        build_splits(dataset_config(root), seed=0)  # without skipping, a corrupt train file is found when loaded
+        # without skipping, a corrupt train file is found when loaded
+        build_splits(data_spec(dataset_config(root)), seed=0)
     with caplog.at_level(logging.WARNING):
-        splits = build_splits(dataset_config(root, "f30k", "dataset.skip_bad_images=true"), seed=0)
+        splits = build_splits(data_spec(dataset_config(root, "f30k", "dataset.skip_bad_images=true")), seed=0)
     assert "skipped 3 bad image(s) and their captions" in caplog.text and "train 2, val 1" in caplog.text
     assert [record.key for record in splits["train"].records] == ["00000.jpg", "00002.jpg", "00003.jpg"]
     assert [record.key for record in splits["val"].records] == ["00005.jpg"]
@@ -205,7 +208,7 @@ def test_an_image_listed_twice_in_a_split_is_named_with_both_entries(tmp_path):
     annotations = root / "dataset_flickr30k.json"
     add_entry(annotations, 1, "train")
     with pytest.raises(DatasetError, match=r"1 problem\(s\)") as error:
-        build_splits(dataset_config(root), seed=0)
+        build_splits(data_spec(dataset_config(root)), seed=0)
     assert (f"{root / 'images' / '00001.jpg'}: listed 2 times in the train split (images[1] of {annotations}, "
             f"images[5] of {annotations}); each image must be listed once") in str(error.value)
 
@@ -215,16 +218,16 @@ def test_an_image_in_two_splits_is_reported_as_a_leak_naming_both(tmp_path):
     annotations = root / "dataset_coco.json"
     add_entry(annotations, 3, "test")  # a restval image, which joins train
     with pytest.raises(DatasetError, match=r"1 problem\(s\)") as error:
-        build_splits(dataset_config(root, "coco"), seed=0)
+        build_splits(data_spec(dataset_config(root, "coco")), seed=0)
     assert (f"{root / 'images' / 'val2014' / '00003.jpg'}: in the train split (images[3] of {annotations}) and the "
             f"test split (images[6] of {annotations}); the splits must not share images") in str(error.value)
-    assert len(build_splits(dataset_config(root, "coco", "dataset.use_restval=false"), seed=0)["test"]) == 2
+    assert len(build_splits(data_spec(dataset_config(root, "coco", "dataset.use_restval=false")), seed=0)["test"]) == 2
 
 
 def test_a_split_the_annotations_list_no_image_for_is_named_with_the_root(tmp_path):
     root = make_karpathy_dataset(tmp_path, "f30k", {"train": 3, "val": 1})
     with pytest.raises(DatasetError, match=r"1 problem\(s\)") as error:
-        build_splits(dataset_config(root), seed=0)
+        build_splits(data_spec(dataset_config(root)), seed=0)
     assert (f"the test split is empty: {root / 'dataset_flickr30k.json'} lists no test image "
             f"(dataset=f30k, dataset.root={root})") in str(error.value)
 
@@ -233,11 +236,11 @@ def test_a_split_emptied_by_skip_bad_images_or_val_images_is_named_with_the_root
     root = make_karpathy_dataset(tmp_path, "f30k", {"train": 3, "val": 2, "test": 1})
     with pytest.raises(DatasetError, match=rf"the val split is empty: dataset.val_images=0 keeps none of its images "
                        rf"\(dataset=f30k, dataset.root={root}\)"):
-        build_splits(dataset_config(root, "f30k", "dataset.val_images=0"), seed=0)
+        build_splits(data_spec(dataset_config(root, "f30k", "dataset.val_images=0")), seed=0)
     for name in ("00003.jpg", "00004.jpg"):
         (root / "images" / name).unlink()
     with pytest.raises(DatasetError, match=r"1 problem\(s\)") as error:
-        build_splits(dataset_config(root, "f30k", "dataset.skip_bad_images=true"), seed=0)
+        build_splits(data_spec(dataset_config(root, "f30k", "dataset.skip_bad_images=true")), seed=0)
     assert (f"the val split is empty: dataset.skip_bad_images=true dropped all 2 of its images "
             f"(dataset=f30k, dataset.root={root})") in str(error.value)
 
@@ -246,7 +249,7 @@ def test_shapes_refuses_a_split_of_no_images_naming_the_setting():
     cfg = compose_config("train", ["dataset=shapes", "dataset.num_val=0", "dataset.num_test=-1"]).dataset
     with pytest.raises(ValueError, match=r"dataset\.num_val=0 must be an integer >= 1 \(images generated for the val "
                        r"split\); dataset\.num_test=-1 must be"):
-        build_splits(cfg, seed=0)
+        build_splits(data_spec(cfg), seed=0)
 
 
 def test_bad_dataset_settings_are_reported_together_as_a_config_error(tmp_path):
@@ -259,7 +262,8 @@ def test_bad_dataset_settings_are_reported_together_as_a_config_error(tmp_path):
 
 
 def test_shapes_needs_no_files():
-    check_dataset_root(OmegaConf.create({"name": "shapes", "root": None}))
+    spec = data_spec(compose_config("train", ["dataset=shapes"]).dataset)
+    assert spec.root is None and spec.layout is None and spec.generated.num_test == 100
 
 
 @pytest.fixture(scope="module")

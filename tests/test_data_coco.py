@@ -9,8 +9,9 @@ import pytest
 
 from conftest import compose_config, make_karpathy_dataset, make_vsepp_coco_dataset
 from hat.config import ConfigError, validate_train_config
-from hat.data.build import build_splits, check_dataset_root, resolve_layout
+from hat.data.build import build_splits
 from hat.data.problems import DatasetError
+from hat.data.spec import data_spec
 
 
 def coco_config(root, *overrides):
@@ -20,7 +21,7 @@ def coco_config(root, *overrides):
 
 def test_vsepp_layout_reads_each_split_in_id_order_with_files_from_their_folder(tmp_path):
     root = make_vsepp_coco_dataset(tmp_path, {"train": 8, "val": 5, "test": 5, "restval": 2})
-    splits = build_splits(coco_config(root), seed=0)
+    splits = build_splits(data_spec(coco_config(root)), seed=0)
     assert {name: len(split) for name, split in splits.items()} == {"train": 10, "val": 5, "test": 5}
     train, test = splits["train"], splits["test"]
     assert train.records[0].path == root / "images" / "train2014" / "COCO_train2014_000000001000.jpg"
@@ -33,24 +34,24 @@ def test_vsepp_layout_reads_each_split_in_id_order_with_files_from_their_folder(
 
 def test_vsepp_restval_joins_train_only_when_asked_and_is_not_needed_otherwise(tmp_path):
     root = make_vsepp_coco_dataset(tmp_path, {"train": 3, "val": 1, "test": 1, "restval": 2})
-    assert len(build_splits(coco_config(root), seed=0)["train"]) == 5
+    assert len(build_splits(data_spec(coco_config(root)), seed=0)["train"]) == 5
     (root / "annotations" / "coco_restval_ids.npy").unlink()
     with pytest.raises(FileNotFoundError, match=r"coco_restval_ids\.npy"):
-        check_dataset_root(coco_config(root))
-    assert len(build_splits(coco_config(root, "dataset.use_restval=false"), seed=0)["train"]) == 3
+        data_spec(coco_config(root))
+    assert len(build_splits(data_spec(coco_config(root, "dataset.use_restval=false")), seed=0)["train"]) == 3
 
 
 def test_layout_is_detected_from_disk_or_forced(tmp_path):
     vsepp_only = make_vsepp_coco_dataset(tmp_path / "vsepp", {"train": 2, "val": 1, "test": 1, "restval": 1})
-    assert resolve_layout(coco_config(vsepp_only)) == "vsepp"
+    assert data_spec(coco_config(vsepp_only)).layout == "vsepp"
     with pytest.raises(ConfigError, match=rf"dataset.root={vsepp_only} has no dataset_coco\.json .*layout=karpathy"):
         validate_train_config(compose_config("train", ["dataset=coco", f"dataset.root={vsepp_only}",
                                                        "dataset.layout=karpathy"]))
     both = make_vsepp_coco_dataset(tmp_path / "both", {"train": 2, "val": 1, "test": 1, "restval": 1})
     make_karpathy_dataset(both, "coco", {"train": 4, "val": 1, "test": 1})
-    assert resolve_layout(coco_config(both)) == "karpathy"
-    assert len(build_splits(coco_config(both), seed=0)["train"]) == 4
-    assert len(build_splits(coco_config(both, "dataset.layout=vsepp"), seed=0)["train"]) == 3
+    assert data_spec(coco_config(both)).layout == "karpathy"
+    assert len(build_splits(data_spec(coco_config(both)), seed=0)["train"]) == 4
+    assert len(build_splits(data_spec(coco_config(both, "dataset.layout=vsepp")), seed=0)["train"]) == 3
 
 
 def test_a_root_with_neither_layout_names_both_and_what_each_lacks(tmp_path):
@@ -66,7 +67,7 @@ def test_a_root_with_neither_layout_names_both_and_what_each_lacks(tmp_path):
     assert "annotations/coco_train_ids.npy," not in message  # that one is there
     both_layouts = r"does not exist .*dataset_coco\.json .* or .*coco_\{train,dev,test,restval\}_ids\.npy"
     with pytest.raises(FileNotFoundError, match=both_layouts):
-        check_dataset_root(coco_config(tmp_path / "absent"))
+        data_spec(coco_config(tmp_path / "absent"))
 
 
 def test_a_group_of_ids_spanning_two_images_names_the_id_file_index_and_ids(tmp_path):
@@ -76,7 +77,7 @@ def test_a_group_of_ids_spanning_two_images_names_the_id_file_index_and_ids(tmp_
     ids[[9, 10]] = ids[[10, 9]]
     np.save(path, ids)
     with pytest.raises(DatasetError, match=r"2 problem\(s\)") as error:
-        build_splits(coco_config(root), seed=0)
+        build_splits(data_spec(coco_config(root)), seed=0)
     message = str(error.value)
     group = ids[5:10].tolist()
     assert (f"{path}: index 5-9 (ids {group}): the ids belong to 2 images (COCO_val2014_000000001004.jpg, "
@@ -95,7 +96,7 @@ def test_unknown_ids_bad_captions_and_missing_images_are_reported_together(tmp_p
     np.save(dev, np.append(np.load(dev)[:4], 7))
     (root / "images" / "train2014" / "COCO_train2014_000000001001.jpg").unlink()
     with pytest.raises(DatasetError, match=r"4 problem\(s\)") as error:
-        build_splits(coco_config(root), seed=0)
+        build_splits(data_spec(coco_config(root)), seed=0)
     message = str(error.value)
     assert f"{dev}: index 0-4 (ids [50020, 50021, 50022, 50023, 7]): id(s) [7] are in neither" in message
     assert (f"{captions_file}: annotation 50030 (image COCO_val2014_000000001003.jpg): caption is empty or "
@@ -109,8 +110,8 @@ def test_invalid_utf8_in_a_captions_file_names_it(tmp_path):
     captions_file = root / "annotations" / "captions_train2014.json"
     captions_file.write_bytes(captions_file.read_bytes().replace(b"picture 1 is", b"picture 1 \xff\xfe is", 1))
     with pytest.raises(DatasetError, match=rf"{captions_file}: 2 byte\(s\) are not valid UTF-8"):
-        build_splits(coco_config(root), seed=0)
-    splits = build_splits(coco_config(root, "dataset.on_bad_text=replace"), seed=0)
+        build_splits(data_spec(coco_config(root)), seed=0)
+    splits = build_splits(data_spec(coco_config(root, "dataset.on_bad_text=replace")), seed=0)
     assert splits["train"].records[1].captions[0] == "picture 1 \ufffd\ufffd is green, caption 0"
 
 
@@ -118,7 +119,7 @@ def test_skip_bad_images_drops_bad_coco_images_in_the_vsepp_layout(tmp_path, cap
     root = make_vsepp_coco_dataset(tmp_path, {"train": 3, "val": 1, "test": 1, "restval": 1})
     (root / "images" / "val2014" / "COCO_val2014_000000001005.jpg").write_bytes(b"\xff\xd8 truncated")
     with caplog.at_level("WARNING"):
-        splits = build_splits(coco_config(root, "dataset.skip_bad_images=true"), seed=0)
+        splits = build_splits(data_spec(coco_config(root, "dataset.skip_bad_images=true")), seed=0)
     assert len(splits["train"]) == 3 and "skipped 1 bad image(s)" in caplog.text and "train 1" in caplog.text
 
 
@@ -131,7 +132,7 @@ def test_vsepp_images_listed_twice_in_a_split_or_in_two_splits_are_named_with_th
     train_ids = np.load(annotations / "coco_train_ids.npy")
     np.save(annotations / "coco_dev_ids.npy", np.concatenate([dev_ids, train_ids[:5]]))
     with pytest.raises(DatasetError, match=r"2 problem\(s\)") as error:
-        build_splits(coco_config(root), seed=0)
+        build_splits(data_spec(coco_config(root)), seed=0)
     message = str(error.value)
     test_file, dev_file = annotations / "coco_test_ids.npy", annotations / "coco_dev_ids.npy"
     assert (f"{root / 'images' / 'val2014' / 'COCO_val2014_000000001003.jpg'}: listed 2 times in the test split "
@@ -145,7 +146,7 @@ def test_an_empty_vsepp_id_file_is_an_empty_split_naming_it_and_the_root(tmp_pat
     root = make_vsepp_coco_dataset(tmp_path, {"train": 2, "val": 1, "test": 1, "restval": 1})
     np.save(root / "annotations" / "coco_dev_ids.npy", np.array([], dtype=np.int64))
     with pytest.raises(DatasetError, match=r"1 problem\(s\)") as error:
-        build_splits(coco_config(root), seed=0)
+        build_splits(data_spec(coco_config(root)), seed=0)
     assert (f"the val split is empty: {root / 'annotations' / 'coco_dev_ids.npy'} lists no val image "
             f"(dataset=coco, dataset.root={root})") in str(error.value)
 

@@ -19,6 +19,7 @@ from hat.data.build import build_splits
 from hat.data.datasets import PairDataset
 from hat.data.problems import DatasetError
 from hat.data.records import BadImageError, ImageRecord, load_image_file
+from hat.data.spec import data_spec
 from hat.data.transforms import eval_transform
 
 BOMB_LIMIT = Image.MAX_IMAGE_PIXELS  # PIL warns above it and refuses above twice it
@@ -63,11 +64,11 @@ def test_empty_image_files_in_every_split_are_named_at_start_up_or_dropped(tmp_p
     for name in empty.values():
         (root / "images" / name).write_bytes(b"")
     with pytest.raises(DatasetError, match=r"3 problem\(s\)") as error:
-        build_splits(dataset_config(root), seed=0)
+        build_splits(data_spec(dataset_config(root)), seed=0)
     for split, name in empty.items():
         assert f"{root / 'images' / name}: empty file (0 bytes) ({split} image {name})" in str(error.value)
     with caplog.at_level(logging.WARNING):
-        splits = build_splits(dataset_config(root, "f30k", "dataset.skip_bad_images=true"), seed=0)
+        splits = build_splits(data_spec(dataset_config(root, "f30k", "dataset.skip_bad_images=true")), seed=0)
     assert "skipped 3 bad image(s)" in caplog.text and "train 1, val 1, test 1" in caplog.text
     assert f"{root / 'images' / '00001.jpg'} (empty file (0 bytes))" in caplog.text
     assert split_sizes(splits) == {"train": 2, "val": 1, "test": 1}
@@ -78,7 +79,7 @@ def test_a_truncated_val_or_test_image_stops_the_run_at_start_up(tmp_path):
     for name in ("00000.jpg", "00004.jpg", "00005.jpg"):  # train, val, test
         truncate(root / "images" / name)
     with pytest.raises(DatasetError, match=r"2 problem\(s\)") as error:
-        build_splits(dataset_config(root), seed=0)
+        build_splits(data_spec(dataset_config(root)), seed=0)
     message = str(error.value)
     assert f"{root / 'images' / '00004.jpg'}: does not decode: " in message and "(val image 00004.jpg)" in message
     assert f"{root / 'images' / '00005.jpg'}: does not decode: " in message and "(test image 00005.jpg)" in message
@@ -89,7 +90,7 @@ def test_a_bad_train_image_fails_when_loaded_with_an_error_naming_it_even_from_a
     root = make_karpathy_dataset(tmp_path, "f30k", {"train": 2, "val": 1, "test": 1})
     bad = root / "images" / "00000.jpg"
     truncate(bad)
-    train = build_splits(dataset_config(root), seed=0)["train"]
+    train = build_splits(data_spec(dataset_config(root)), seed=0)["train"]
     with pytest.raises(BadImageError, match=rf"^{bad}: does not decode: ") as error:
         train.load_image(train.records[0])
     assert error.value.path == bad and error.value.reason.startswith("does not decode: ")
@@ -146,13 +147,13 @@ def test_decompression_bombs_are_named_at_start_up_and_dropped_by_skip_bad_image
     write_bomb(images / "00003.jpg", WARNING_SIDE)  # val: PIL would only warn
     write_bomb(images / "00005.jpg")  # test
     with pytest.raises(DatasetError, match=r"2 problem\(s\)") as error:
-        build_splits(dataset_config(root), seed=0)
+        build_splits(data_spec(dataset_config(root)), seed=0)
     message = str(error.value)
     assert (f"{images / '00003.jpg'}: {WARNING_SIDE}x{WARNING_SIDE} pixels exceeds the decompression-bomb limit "
             f"of {BOMB_LIMIT} pixels (PIL.Image.MAX_IMAGE_PIXELS) (val image 00003.jpg)") in message
     assert f"{images / '00005.jpg'}: possible decompression bomb: Image size ({BOMB_SIDE**2} pixels)" in message
     with caplog.at_level(logging.WARNING):
-        splits = build_splits(dataset_config(root, "f30k", "dataset.skip_bad_images=true"), seed=0)
+        splits = build_splits(data_spec(dataset_config(root, "f30k", "dataset.skip_bad_images=true")), seed=0)
     assert "skipped 3 bad image(s)" in caplog.text and "train 1, val 1, test 1" in caplog.text
     assert split_sizes(splits) == {"train": 2, "val": 1, "test": 1}
     for split in splits.values():
@@ -168,13 +169,13 @@ def test_the_vsepp_layout_checks_its_image_files_the_same_way(tmp_path, caplog):
     truncate(val2014 / "COCO_val2014_000000001007.jpg")  # restval, in train: not decoded without skipping
     cfg = compose_config("train", ["dataset=coco", f"dataset.root={root}"]).dataset
     with pytest.raises(DatasetError, match=r"2 problem\(s\)") as error:
-        build_splits(cfg, seed=0)
+        build_splits(data_spec(cfg), seed=0)
     message = str(error.value)
     assert f"{val2014 / 'COCO_val2014_000000001003.jpg'}: empty file (0 bytes) (val image" in message
     assert f"{val2014 / 'COCO_val2014_000000001006.jpg'}: possible decompression bomb: " in message
     cfg.skip_bad_images = True
     with caplog.at_level(logging.WARNING):
-        splits = build_splits(cfg, seed=0)
+        splits = build_splits(data_spec(cfg), seed=0)
     assert "skipped 3 bad image(s)" in caplog.text and "train 1, val 1, test 1" in caplog.text
     assert split_sizes(splits) == {"train": 3, "val": 1, "test": 1}
 

@@ -11,6 +11,7 @@ from PIL import Image, ImageChops
 import hat
 from conftest import ROOT
 from hat.data.build import build_splits
+from hat.data.spec import data_spec
 from hat.explain import HEADER, LABEL, VALUE, attention_figure, model_view, region_grid
 
 pytestmark = pytest.mark.slow
@@ -20,7 +21,7 @@ pytestmark = pytest.mark.slow
 def example(retrieving_run, tmp_path_factory):
     """The trained model, one test image saved as a file, and that image's first caption."""
     retriever = hat.load(retrieving_run / "checkpoints" / "best.pt", device="cpu")
-    split = build_splits(retriever.config.dataset, retriever.config.seed)["test"]
+    split = build_splits(data_spec(retriever.config.dataset), retriever.config.seed)["test"]
     path = tmp_path_factory.mktemp("explain") / "image.png"
     split.load_image(split.records[3]).save(path)
     return retriever, path, split.records[3].captions[0]

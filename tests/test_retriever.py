@@ -10,6 +10,7 @@ import hat
 from conftest import save_lightning_checkpoint
 from hat.config import ConfigError
 from hat.data.build import build_splits
+from hat.data.spec import data_spec
 from hat.engine.evaluate_checkpoint import evaluate_checkpoint
 from hat.engine.evaluation import recall_table
 from test_hat_release import tiny_release
@@ -34,7 +35,7 @@ def sources(retrieving_run, tmp_path_factory):
     save_lightning_checkpoint(release, tiny_release(model.model))
     evaluated["release"] = evaluate_checkpoint(release, folder / "c", CPU, dataset=model.config.dataset,
                                                release_model=architecture)
-    split = build_splits(model.config.dataset, model.config.seed)["test"]
+    split = build_splits(data_spec(model.config.dataset), model.config.seed)["test"]
     return {"checkpoint": best, "export": export, "release": release}, evaluated, architecture, split
 
 

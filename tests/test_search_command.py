@@ -15,6 +15,7 @@ import hat.search.command as command
 from conftest import ROOT
 from hat.config import ConfigError
 from hat.data.build import build_splits
+from hat.data.spec import data_spec
 from hat.data.split_folder import write_split_folder
 from hat.search.command import search_captions, search_images, search_mode
 
@@ -26,7 +27,8 @@ def searchable(retrieving_run, tmp_path_factory):
     """The trained model, a folder of its 20 test images and each image's five captions."""
     retriever = hat.load(retrieving_run / "checkpoints" / "best.pt", device="cpu")
     folder = tmp_path_factory.mktemp("search") / "images"
-    captions = write_split_folder(build_splits(retriever.config.dataset, retriever.config.seed)["test"], folder)
+    test = build_splits(data_spec(retriever.config.dataset), retriever.config.seed)["test"]
+    captions = write_split_folder(test, folder)
     return retriever, folder, captions
 
 

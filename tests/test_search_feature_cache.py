@@ -12,6 +12,7 @@ import torch
 import hat
 import hat.search.feature_cache as feature_cache
 from hat.data.build import build_splits
+from hat.data.spec import data_spec
 from hat.data.split_folder import write_split_folder
 from hat.search.feature_cache import build_cache, list_images, read_shards
 
@@ -25,7 +26,8 @@ def setup(retrieving_run, tmp_path, monkeypatch):
     checkpoint = tmp_path / "model.pt"
     shutil.copy(retrieving_run / "checkpoints" / "best.pt", checkpoint)
     retriever = hat.load(checkpoint, device="cpu")
-    write_split_folder(build_splits(retriever.config.dataset, retriever.config.seed)["test"], tmp_path / "images")
+    test = build_splits(data_spec(retriever.config.dataset), retriever.config.seed)["test"]
+    write_split_folder(test, tmp_path / "images")
     encoded = []
     original = feature_cache.encode_image_batch
     monkeypatch.setattr(feature_cache, "encode_image_batch",

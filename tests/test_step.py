@@ -8,6 +8,7 @@ import torch
 from conftest import TINY_RUN, compose_config
 from hat.data.build import build_splits
 from hat.data.datasets import CaptionCollator, PairDataset
+from hat.data.spec import data_spec
 from hat.data.transforms import eval_transform
 from hat.engine.step import training_step
 from hat.losses import build_loss
@@ -22,7 +23,7 @@ def setup():
     cfg = compose_config("train", TINY_RUN)
     torch.manual_seed(0)
     model = build_model(model_spec(cfg)).eval()  # no dropout: the plain and chunked steps must compute one function
-    splits = build_splits(cfg.dataset, cfg.seed)
+    splits = build_splits(data_spec(cfg.dataset), cfg.seed)
     collator = CaptionCollator(build_tokenizer(model_spec(cfg).text), 32, pad_to_max_length=True)
     pairs = PairDataset(splits["train"], eval_transform(cfg.encoder.image.image_size), cfg.seed)
     batch = collator([pairs[i] for i in range(0, 40, 5)])  # 8 pairs of 8 different images

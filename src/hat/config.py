@@ -10,9 +10,9 @@ import os
 from pathlib import Path
 
 from hat.checks import ConfigError, require_int, require_int_list, require_number, show, to_plain
-from hat.data.build import check_dataset_root
 from hat.data.device_decode import IMAGE_DECODE
 from hat.data.shapes import MAX_CAPTIONS_PER_IMAGE
+from hat.data.spec import data_spec
 from hat.losses import LOSSES
 from hat.metrics import METRIC_KEYS, RANK_KEYS
 from hat.models.spec import model_spec
@@ -39,10 +39,10 @@ def validate_train_config(cfg) -> RunSpec:
         _check_resume(cfg.get("resume"))
         _check_init_weights(cfg.get("init_weights"))
         _check_dataset_sizes(cfg.dataset)
-        check_dataset_root(cfg.dataset)
+        data = data_spec(cfg.dataset)
     except (ValueError, FileNotFoundError) as error:
         raise ConfigError(str(error)) from error
-    return RunSpec(model=model, train=train, optim=optim)
+    return RunSpec(model=model, data=data, train=train, optim=optim)
 
 
 def validate_eval_config(cfg) -> None:

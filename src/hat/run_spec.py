@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from hat.data.spec import DataSpec
 from hat.models.spec import ModelSpec
 
 
@@ -54,10 +55,11 @@ class OptimSpec:
 
 @dataclass(frozen=True)
 class RunSpec:
-    """A training's resolved settings: the model, the training loop and the optimisation (the data
-    and the hardware are resolved by :func:`hat.data.build.build_splits` and
-    :func:`hat.runtime.resolve_runtime`)."""
+    """A training's resolved settings: the model, the dataset (its layout on disk found), the
+    training loop and the optimisation (the hardware is resolved by :func:`hat.runtime.resolve_runtime`
+    in each process)."""
 
     model: ModelSpec
+    data: DataSpec
     train: TrainSpec
     optim: OptimSpec

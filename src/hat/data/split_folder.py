@@ -16,6 +16,7 @@ from omegaconf import OmegaConf
 from hat.checks import ConfigError
 from hat.data.build import build_splits
 from hat.data.records import CaptionedImages
+from hat.data.spec import data_spec
 from hat.models.checkpoint_file import load_checkpoint
 
 CAPTIONS_FILE = "captions.txt"
@@ -40,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         config = OmegaConf.create(load_checkpoint(args.checkpoint)["config"])
-        split = build_splits(config.dataset, config.seed)[args.split]
+        split = build_splits(data_spec(config.dataset), config.seed)[args.split]
     except (ConfigError, FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

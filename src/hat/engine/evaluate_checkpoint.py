@@ -11,9 +11,10 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from hat.checks import ConfigError, to_plain
-from hat.data.build import build_splits, check_dataset_root
+from hat.data.build import build_splits
 from hat.data.datasets import CaptionCollator
 from hat.data.records import CaptionedImages
+from hat.data.spec import DataSpec, data_spec
 from hat.engine.ensemble import check_fused_levels, check_same_split, report_rows
 from hat.engine.eval_spec import EvalSpec
 from hat.engine.eval_tracking import track_evaluation
@@ -35,12 +36,14 @@ DTYPE_NAME = str(SAVED_DTYPE).removeprefix("torch.")
 @dataclass(frozen=True)
 class Member:
     """One model to score: ``name`` says how it was given (``checkpoint=PATH``,
-    ``checkpoints[1]=PATH``); ``cfg`` is the config it is rebuilt from, resolved to ``spec``."""
+    ``checkpoints[1]=PATH``); ``cfg`` is the config it is rebuilt from, resolved to ``spec`` (the
+    model) and ``data`` (its dataset)."""
 
     name: str
     source: WeightSource
     cfg: DictConfig
     spec: ModelSpec
+    data: DataSpec
 
 
 def evaluate_checkpoint(checkpoint: Path, run_dir: Path, hardware, **options) -> dict[str, float]:
@@ -114,10 +117,10 @@ def _open(path: Path, name: str, spec: EvalSpec) -> Member:
         )
     cfg, model = rebuild_config(source, spec.release_model, spec.dataset)
     try:
-        check_dataset_root(cfg.dataset)
+        data = data_spec(cfg.dataset)
     except (ValueError, FileNotFoundError) as error:
         raise ConfigError(str(error)) from error
-    return Member(name, source, cfg, model)
+    return Member(name, source, cfg, model, data)
 
 
 def _check_levels(levels, owners: list[str], trained: list[list[int]]) -> list[int] | None:
@@ -149,7 +152,7 @@ def _score(members: list[Member], spec: EvalSpec) -> tuple[ScoredSplit, LoadedMo
         split=split,
         dataset=first.dataset.name,
         captions_per_image=data.captions_per_image,
-        protocols=to_plain(first.dataset.get("test_protocols")) if split == "test" else None,
+        protocols=members[0].data.test_protocols if split == "test" else None,
         checkpoints=[str(m.source.path) for m in members],
         epochs=[m.source.epoch for m in members],
         alignment_levels=[list(m.cfg.alignment.levels) for m in members],
@@ -166,7 +169,7 @@ def _common_split(members: list[Member], split: str) -> CaptionedImages:
         key = json.dumps([to_plain(member.cfg.dataset), member.cfg.get("seed")], sort_keys=True, default=str)
         if key in built:
             continue
-        built[key] = build_splits(member.cfg.dataset, member.cfg.seed)[split]
+        built[key] = build_splits(member.data, member.cfg.seed)[split]
         if len(built) > 1:
             check_same_split(built[next(iter(built))], built[key], members[0].name, member.name)
     return next(iter(built.values()))

@@ -25,7 +25,7 @@ from hat.models.spec import ModelSpec
 from hat.models.text_encoder import build_tokenizer
 from hat.models.weight_sources import load_weights, open_weight_source
 from hat.optim.build import build_optimizer
-from hat.run_spec import RunSpec, TrainSpec
+from hat.run_spec import RunSpec
 from hat.runtime import Runtime
 from hat.tracking import JsonlTracker, MultiTracker, Tracker
 
@@ -51,17 +51,17 @@ def build_training(cfg, spec: RunSpec, config: dict, ranks, runtime: Runtime) ->
     """Build a training from a validated ``cfg``; ``config`` (the plain run config a checkpoint
     stores) gets the text architecture actually built, so the model can be rebuilt offline."""
     torch.manual_seed(cfg.seed)
-    splits = build_splits(cfg.dataset, cfg.seed)
+    splits = build_splits(spec.data, cfg.seed)
     accumulate = spec.train.accumulate
-    _check_batch_fits(cfg, splits["train"], accumulate, ranks.world_size)
-    log.info("dataset %s: %s", cfg.dataset.name, {name: len(split) for name, split in splits.items()})
+    _check_batch_fits(spec, splits["train"], ranks.world_size)
+    log.info("dataset %s: %s", spec.data.name, {name: len(split) for name, split in splits.items()})
     model = _build_model(cfg, spec.model, config, runtime)
     torch.manual_seed(cfg.seed + ranks.rank)  # same initial weights, a dropout stream per rank
     # One caption width for all batches when chunks or processes exchange caption features, and
     # when compiled (one shape, one graph).
     collator = CaptionCollator(build_tokenizer(spec.model.text), spec.model.text.max_length,
                                pad_to_max_length=ranks.enabled or accumulate > 1 or runtime.compile)
-    pairs, sampler, loader = _train_loader(cfg, spec.train, splits["train"], collator, ranks, runtime)
+    pairs, sampler, loader = _train_loader(cfg, spec, splits["train"], collator, ranks, runtime)
     loss = build_loss(cfg.loss).to(runtime.device)
     parameters = list(chain(model.parameters(), loss.parameters()))
     steps_per_epoch = sampler.batches_per_epoch
@@ -71,14 +71,15 @@ def build_training(cfg, spec: RunSpec, config: dict, ranks, runtime: Runtime) ->
     return TrainingParts(splits, collator, pairs, sampler, loader, state, parameters)
 
 
-def _check_batch_fits(cfg, train: CaptionedImages, accumulate: int, processes: int) -> None:
+def _check_batch_fits(spec: RunSpec, train: CaptionedImages, processes: int) -> None:
     """The global batch (``train.batch_size`` x chunks x processes) fits the training pairs."""
-    global_batch = cfg.train.batch_size * accumulate * processes
+    batch_size, accumulate = spec.train.batch_size, spec.train.accumulate
+    global_batch = batch_size * accumulate * processes
     if train.num_pairs < global_batch:
         raise ConfigError(
-            f"the global batch (train.batch_size={cfg.train.batch_size} x train.accumulate={accumulate} x "
+            f"the global batch (train.batch_size={batch_size} x train.accumulate={accumulate} x "
             f"{processes} processes = {global_batch}) exceeds the {train.num_pairs} training pairs of "
-            f"dataset={cfg.dataset.name}"
+            f"dataset={spec.data.name}"
         )
 
 
@@ -93,13 +94,14 @@ def _build_model(cfg, spec: ModelSpec, config: dict, runtime: Runtime) -> HATMod
     return model
 
 
-def _train_loader(cfg, train: TrainSpec, split: CaptionedImages, collator: CaptionCollator, ranks, runtime: Runtime):
+def _train_loader(cfg, spec: RunSpec, split: CaptionedImages, collator: CaptionCollator, ranks, runtime: Runtime):
     """``(pairs, sampler, loader)`` of the training split: each step's batch is this process's
     ``train.batch_size x train.accumulate`` pairs, augmented as ``dataset`` says; with
     ``hardware.image_decode=device`` the workers only read the files and draw the crops. An epoch
     is cut at ``train.limit_batches``; ``train.overfit_batches`` trains on that many batches' worth
     of the first pairs only."""
-    augmentation = (cfg.encoder.image.image_size, cfg.dataset.train_crop_scale, cfg.dataset.train_hflip)
+    train = spec.train
+    augmentation = (spec.model.image.image_size, spec.data.train_crop_scale, spec.data.train_hflip)
     if cfg.hardware.image_decode == "device":
         pairs = PairDataset(split, EncodedTrainCrop(*augmentation), cfg.seed, read=read_jpeg_bytes)
     else:

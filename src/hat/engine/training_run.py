@@ -277,7 +277,7 @@ class TrainingRun:
             raise self._preempted() from None
         results = self.run_dir / "results.json"
         test, _ = report_scores(
-            sims, "test", self.splits["test"].captions_per_image, to_plain(self.cfg.dataset.get("test_protocols")),
+            sims, "test", self.splits["test"].captions_per_image, self.spec.data.test_protocols,
             f"test split, best checkpoint (epoch {s.best_epoch})", results if self.ranks.is_main else None,
             extra={"checkpoint": str(best_path), "best_epoch": s.best_epoch,
                    "monitor": {self.spec.train.monitor: s.best_metric}, "provenance": provenance(self.config)},
