@@ -48,6 +48,8 @@ def test_exactly_one_source(tmp_path, overrides, given):
         (["checkpoints=a.pt"], r"checkpoints='a.pt' must be a non-empty list of paths"),
         (["checkpoints=[]"], r"checkpoints=\[\] must be a non-empty list of paths"),
         (["checkpoint=a.pt", "eval.save_scores=sometimes"], r"eval.save_scores='sometimes' must be true or false"),
+        (["checkpoint=a.pt", "eval.scores_dtype=bfloat16"],
+         r"eval.scores_dtype='bfloat16' is not one of \('float16', 'float32'\)"),
         (["checkpoint=a.pt", "split=dev"], r"split='dev' is not one of \('train', 'val', 'test'\)"),
         (["checkpoints=[a.pt,b.pt]", "export=out"], r"export=out writes one model: give it with checkpoint=PATH"),
         (["scores=s.safetensors", "export=out"], r"export=out writes one model"),

@@ -112,6 +112,17 @@ def test_saved_scores_reproduce_the_table_exactly(trained_run, tmp_path):
     assert _results(tmp_path / "cli")["metrics"] == _results(tmp_path / "direct")["metrics"]
 
 
+def test_float32_saved_scores_give_the_table_of_an_evaluation_without_saving(trained_run, tmp_path):
+    best = trained_run / "checkpoints" / "best.pt"
+    plain = evaluate_checkpoint(best, tmp_path / "plain", CPU)
+    saved = evaluate_checkpoint(best, tmp_path / "save", CPU, save_scores=True, scores_dtype="float32")
+    record = _results(tmp_path / "save")["scores"]
+    assert record["dtype"] == "float32" and record["metrics_changed_by_rounding"] == 0
+    again = evaluate(EvalSpec(tmp_path / "again", scores=tmp_path / "save" / "scores.safetensors"))
+    assert plain == saved == again
+    assert _results(tmp_path / "again")["scores"]["dtype"] == "float32"
+
+
 def test_an_ensemble_of_a_model_with_itself_is_the_model(trained_run, tmp_path, capsys):
     best = trained_run / "checkpoints" / "best.pt"
     alone = evaluate_checkpoint(best, tmp_path / "alone", CPU, levels=[2, 3])

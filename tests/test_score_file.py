@@ -1,4 +1,4 @@
-"""hat.engine.score_file: float16 score matrices with what it takes to evaluate them again."""
+"""hat.engine.score_file: score matrices (float16, or float32) with what it takes to evaluate them again."""
 
 from __future__ import annotations
 
@@ -48,6 +48,19 @@ def test_the_file_gives_back_the_scores_as_saved(tmp_path, level_counts, protoco
         names = sorted(handle.keys())
         assert {handle.get_tensor(name).dtype for name in names} == {torch.float16}
     assert names == sorted(f"model{m + 1}/level{k + 1}" for m, count in enumerate(level_counts) for k in range(count))
+
+
+def test_float32_files_keep_the_exact_scores_and_say_their_dtype(tmp_path):
+    scored = _scored((3,))
+    path = tmp_path / "scores.safetensors"
+    saved = write_scores(path, scored, "float32")
+    read = read_scores(path)
+    _assert_same(read, saved)
+    assert read.stored_dtype == saved.stored_dtype == "float32"
+    for original, kept in zip(scored.members[0], read.members[0]):
+        assert torch.equal(original, kept)
+    write_scores(path, scored)
+    assert read_scores(path).stored_dtype == "float16"
 
 
 def test_saving_again_replaces_the_file(tmp_path):

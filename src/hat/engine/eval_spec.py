@@ -10,6 +10,7 @@ from typing import Any
 
 from hat.checks import ConfigError, show, to_plain
 from hat.config import validate_eval_config
+from hat.engine.score_file import SCORE_DTYPES
 from hat.tracking import LOGGERS
 from hat.wandb_tracker import resolve_mode
 
@@ -29,7 +30,8 @@ class EvalSpec:
     the split of the ``scores`` file. ``dataset``: a dataset config for every model (a release
     needs one); None: each model's stored one. ``release_model``: the ``encoder`` and ``alignment``
     config of a release. ``levels``: ``eval.levels``, 1-based positions of the trained levels to
-    fuse (None: all). ``logger``: the ``logger`` config (``backend: wandb`` opens a W&B run);
+    fuse (None: all). ``save_scores``: write the scores, as ``scores_dtype`` (float16 or
+    float32), before evaluating them. ``logger``: the ``logger`` config (``backend: wandb`` opens a W&B run);
     ``overrides``: the command line's overrides, which tag that run. Combinations that cannot work
     raise a :class:`ConfigError` here.
     """
@@ -43,6 +45,7 @@ class EvalSpec:
     batch_size: int = 128
     levels: list[int] | None = None
     save_scores: bool = False
+    scores_dtype: str = "float16"
     release_model: Any = None
     export: Path | None = None
     logger: Any = None
@@ -76,6 +79,9 @@ def eval_spec(cfg, run_dir: Path, overrides: Sequence[str] = ()) -> EvalSpec:
     save_scores = cfg.eval.get("save_scores", False)
     if not isinstance(save_scores, bool):
         raise ConfigError(f"eval.save_scores={show(save_scores)} must be true or false")
+    scores_dtype = cfg.eval.get("scores_dtype", "float16")
+    if scores_dtype not in SCORE_DTYPES:
+        raise ConfigError(f"eval.scores_dtype={show(scores_dtype)} is not one of {tuple(SCORE_DTYPES)}")
     _check_logger(cfg.get("logger"))
     return EvalSpec(
         run_dir=run_dir,
@@ -87,6 +93,7 @@ def eval_spec(cfg, run_dir: Path, overrides: Sequence[str] = ()) -> EvalSpec:
         batch_size=cfg.eval.batch_size,
         levels=to_plain(cfg.eval.get("levels")),
         save_scores=save_scores,
+        scores_dtype=scores_dtype,
         release_model=cfg.get("release"),
         export=Path(cfg.export) if cfg.get("export") else None,
         logger=cfg.get("logger"),

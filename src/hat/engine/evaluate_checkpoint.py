@@ -19,7 +19,7 @@ from hat.engine.ensemble import check_fused_levels, check_same_split, report_row
 from hat.engine.eval_spec import EvalSpec
 from hat.engine.eval_tracking import track_evaluation
 from hat.engine.evaluation import protocol_tables, score_split
-from hat.engine.score_file import FILE_NAME, SAVED_DTYPE, ScoredSplit, read_scores, write_scores
+from hat.engine.score_file import FILE_NAME, ScoredSplit, read_scores, write_scores
 from hat.engine.test_report import report_scores
 from hat.models.export import export_model, model_card
 from hat.models.loading import LoadedModel, rebuild, rebuild_config
@@ -30,7 +30,6 @@ from hat.results import protocol_table_rows
 from hat.runtime import resolve_runtime
 
 log = logging.getLogger(__name__)
-DTYPE_NAME = str(SAVED_DTYPE).removeprefix("torch.")
 
 
 @dataclass(frozen=True)
@@ -55,7 +54,7 @@ def evaluate(spec: EvalSpec) -> dict[str, float]:
     """The recall table of ``spec``: its model scored on the split (each level alone and the fused
     score), its ensemble's members and their mean (:mod:`hat.engine.ensemble`), or a score file
     evaluated again. Prints the table and writes ``run_dir/results.json``; with ``save_scores``,
-    first ``run_dir/scores.safetensors``, whose float16 scores the table is then computed from;
+    first ``run_dir/scores.safetensors`` (as ``scores_dtype``), whose scores the table is then computed from;
     with ``export``, the model folder with a model card; with ``logger=wandb``, a W&B run.
     Returns the flat metrics (``test/rsum``, ``test/level1/i2t_r1``, ``test/model2/rsum``, ...).
     """
@@ -85,7 +84,7 @@ def _from_file(spec: EvalSpec) -> tuple[ScoredSplit, list[int] | None, dict, Non
     owners = [f"the levels saved in scores={spec.scores}" + (f" for model{m}" if count > 1 else "")
               for m in range(1, count + 1)]
     fused_levels = _check_levels(spec.levels, owners, scored.alignment_levels)
-    return scored, fused_levels, {"path": str(spec.scores), "dtype": DTYPE_NAME}, None
+    return scored, fused_levels, {"path": str(spec.scores), "dtype": scored.stored_dtype}, None
 
 
 def _from_models(spec: EvalSpec) -> tuple[ScoredSplit, list[int] | None, dict | None, LoadedModel]:
@@ -97,7 +96,7 @@ def _from_models(spec: EvalSpec) -> tuple[ScoredSplit, list[int] | None, dict | 
     scored, loaded = _score(members, spec)
     saved = None
     if spec.save_scores:
-        scored, saved = _save(scored, spec.run_dir / FILE_NAME, fused_levels)
+        scored, saved = _save(scored, spec.run_dir / FILE_NAME, fused_levels, spec.scores_dtype)
     return scored, fused_levels, saved, loaded
 
 
@@ -175,19 +174,20 @@ def _common_split(members: list[Member], split: str) -> CaptionedImages:
     return next(iter(built.values()))
 
 
-def _save(scored: ScoredSplit, path: Path, fused_levels) -> tuple[ScoredSplit, dict]:
-    """Write ``scored`` to ``path`` (:mod:`hat.engine.score_file`); returns the scores as saved and
-    what ``results.json`` says of them, with how many metrics the float16 rounding changed."""
-    saved = write_scores(path, scored)
+def _save(scored: ScoredSplit, path: Path, fused_levels, dtype: str) -> tuple[ScoredSplit, dict]:
+    """Write ``scored`` to ``path`` as ``dtype`` (:mod:`hat.engine.score_file`); returns the scores as
+    saved and what ``results.json`` says of them, with how many metrics the rounding changed."""
+    saved = write_scores(path, scored, dtype)
     exact, rounded = (_metrics(s, fused_levels) for s in (scored, saved))
     changed = sorted(name for name in exact if exact[name] != rounded[name])
     if changed:
         worst = max(changed, key=lambda name: abs(exact[name] - rounded[name]))
-        log.info("saved %s: the float16 scores change %d of %d metrics against float32 (most: %s, %.4f -> %.4f)",
-                 path, len(changed), len(exact), worst, exact[worst], rounded[worst])
+        log.warning("saved %s: the %s scores change %d of %d metrics against float32 (most: %s, %.4f -> %.4f); "
+                    "eval.scores_dtype=float32 keeps them exact", path, dtype, len(changed), len(exact), worst,
+                    exact[worst], rounded[worst])
     else:
-        log.info("saved %s: the float16 scores give every metric float32 gives", path)
-    return saved, {"path": str(path), "dtype": DTYPE_NAME, "metrics_changed_by_rounding": len(changed)}
+        log.info("saved %s: the %s scores give every metric float32 gives", path, dtype)
+    return saved, {"path": str(path), "dtype": dtype, "metrics_changed_by_rounding": len(changed)}
 
 
 def _metrics(scored: ScoredSplit, fused_levels) -> dict[str, float]:

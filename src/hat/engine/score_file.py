@@ -1,15 +1,16 @@
 """The score matrices of an evaluated split, kept in a file to be evaluated again without a model or
 a dataset (``python evaluate.py ... eval.save_scores=true``, then ``python evaluate.py scores=PATH``).
 
-The file is safetensors: one float16 ``(N, K * N)`` tensor per model and trained level, named
+The file is safetensors: one ``(N, K * N)`` tensor per model and trained level (float16 by default,
+half the size; float32 with ``eval.scores_dtype=float32``, exactly the evaluated scores), named
 ``model{m}/level{k}`` (1-based; a plain evaluation has one model, an ensemble one per member),
 where caption ``c`` belongs to image ``c // K``. Its metadata (strings, each a JSON value) holds
 what the evaluation needs besides: ``format`` (:data:`FORMAT`), ``split``, ``dataset``,
 ``captions_per_image``, ``test_protocols`` (``{name: folds}`` or null), and per model its
 ``checkpoints`` path, ``epochs``, ``alignment_levels`` and stored ``configs``.
 
-A saving run evaluates the scores as saved (float16, back to float32 on the CPU) and
-:func:`read_scores` gives the same tensors, so both print the same table to the last digit.
+A saving run evaluates the scores as saved (back in float32 on the CPU) and :func:`read_scores`
+gives the same tensors, so both print the same table to the last digit.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from hat.checks import ConfigError
 from hat.models.weights import read_safetensors
 
 FORMAT = "hat-scores/1"
-SAVED_DTYPE = torch.float16
+SCORE_DTYPES = {"float16": torch.float16, "float32": torch.float32}  # eval.scores_dtype
 FILE_NAME = "scores.safetensors"
 FIELDS = ("split", "dataset", "captions_per_image", "test_protocols", "checkpoints", "epochs", "alignment_levels",
           "configs")
@@ -42,7 +43,8 @@ class ScoredSplit:
     ``c`` belongs to image ``c // captions_per_image``). ``protocols``: the test protocols
     (``{name: folds}``, None for a plain table). Per model: ``checkpoints`` (paths as given),
     ``epochs`` (None where unknown), ``alignment_levels`` (the trained levels), ``configs`` (the
-    config each model was rebuilt from, plain containers).
+    config each model was rebuilt from, plain containers); ``stored_dtype``: the dtype of the file
+    the scores were read from or saved to (None: not from a file).
     """
 
     members: list[list[torch.Tensor]]
@@ -54,18 +56,19 @@ class ScoredSplit:
     epochs: list[int | None]
     alignment_levels: list[list[int]]
     configs: list[dict]
+    stored_dtype: str | None = None
 
 
 def _key(member: int, level: int) -> str:
     return f"model{member + 1}/level{level + 1}"
 
 
-def write_scores(path: Path, scored: ScoredSplit) -> ScoredSplit:
-    """Write ``scored`` to ``path`` as float16 safetensors (atomically: a temporary file in the same
-    folder, then a rename); returns the scores as saved, back in float32 on the CPU, which is what
-    :func:`read_scores` gives for the file."""
+def write_scores(path: Path, scored: ScoredSplit, dtype: str = "float16") -> ScoredSplit:
+    """Write ``scored`` to ``path`` as safetensors of ``dtype`` (a key of :data:`SCORE_DTYPES`;
+    atomically: a temporary file in the same folder, then a rename); returns the scores as saved,
+    back in float32 on the CPU, which is what :func:`read_scores` gives for the file."""
     tensors = {
-        _key(m, k): level.detach().to("cpu", SAVED_DTYPE).contiguous()
+        _key(m, k): level.detach().to("cpu", SCORE_DTYPES[dtype]).contiguous()
         for m, levels in enumerate(scored.members) for k, level in enumerate(levels)
     }
     metadata = {"format": FORMAT, **{name: json.dumps(getattr(scored, _attribute(name))) for name in FIELDS}}
@@ -81,10 +84,10 @@ def _attribute(field: str) -> str:
 
 
 def _with_tensors(scored: ScoredSplit, tensors: dict[str, torch.Tensor]) -> ScoredSplit:
-    """``scored`` with its matrices taken from the file's ``tensors`` (float16) as float32."""
+    """``scored`` with its matrices taken from the file's ``tensors`` as float32."""
     members = [[tensors[_key(m, k)].float() for k in range(len(levels))]
                for m, levels in enumerate(scored.alignment_levels)]
-    return replace(scored, members=members)
+    return replace(scored, members=members, stored_dtype=dtype_name(tensors[_key(0, 0)]))
 
 
 def read_scores(path: Path) -> ScoredSplit:
@@ -111,8 +114,8 @@ def read_scores(path: Path) -> ScoredSplit:
 
 
 def _check_tensors(label: str, tensors: dict[str, torch.Tensor], scored: ScoredSplit) -> None:
-    """Raise a :class:`ConfigError` unless ``tensors`` are exactly the float16 ``(N, K * N)``
-    matrices, one N for all, that ``scored``'s metadata describes."""
+    """Raise a :class:`ConfigError` unless ``tensors`` are exactly the ``(N, K * N)`` matrices, one N
+    and one dtype of :data:`SCORE_DTYPES` for all, that ``scored``'s metadata describes."""
     expected = [_key(m, k) for m, levels in enumerate(scored.alignment_levels) for k in range(len(levels))]
     if sorted(tensors) != sorted(expected):
         raise ConfigError(f"{label}: holds tensors {sorted(tensors)}, but its metadata describes {expected}")
@@ -120,9 +123,15 @@ def _check_tensors(label: str, tensors: dict[str, torch.Tensor], scored: ScoredS
     per_image = scored.captions_per_image
     for key in expected:
         tensor = tensors[key]
-        if tensor.dtype != SAVED_DTYPE or tensor.ndim != 2 or tensor.shape != first.shape or \
-                tensor.shape[1] != per_image * tensor.shape[0]:
+        if tensor.dtype not in SCORE_DTYPES.values() or tensor.dtype != first.dtype or tensor.ndim != 2 or \
+                tensor.shape != first.shape or tensor.shape[1] != per_image * tensor.shape[0]:
             raise ConfigError(
-                f"{label}: {key} is {str(tensor.dtype).removeprefix('torch.')} {tuple(tensor.shape)}; expected "
-                f"float16 (N, {per_image} * N) with one N for every level ({tuple(first.shape)} for {expected[0]})"
+                f"{label}: {key} is {dtype_name(tensor)} {tuple(tensor.shape)}; expected {dtype_name(first)} "
+                f"(N, {per_image} * N) with one N for every level ({tuple(first.shape)} for {expected[0]}), "
+                f"float16 or float32"
             )
+
+
+def dtype_name(tensor: torch.Tensor) -> str:
+    """``float16``, ``float32``, ...: a tensor's dtype as ``eval.scores_dtype`` names it."""
+    return str(tensor.dtype).removeprefix("torch.")
