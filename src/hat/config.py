@@ -121,7 +121,7 @@ def monitor_terms(monitor: str, num_levels: int | None) -> tuple[list[str], bool
         parts = name.split("/")
         level_ok = len(parts) == 2 or (
             len(parts) == 3 and parts[1].startswith("level") and parts[1][5:].isdigit()
-            and 1 <= int(parts[1][5:]) <= (num_levels or int(parts[1][5:]))
+            and 1 <= int(parts[1][5:]) and (num_levels is None or int(parts[1][5:]) <= num_levels)
         )
         if parts[0] != "val" or not level_ok or parts[-1] not in METRIC_KEYS:
             raise ConfigError(f"train.monitor={monitor!r}: {name!r} is not a validation metric; expected {allowed}")

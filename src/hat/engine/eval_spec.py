@@ -10,11 +10,11 @@ from typing import Any
 
 from hat.checks import ConfigError, show, to_plain
 from hat.config import validate_eval_config
+from hat.data.records import SPLIT_NAMES
 from hat.engine.score_file import SCORE_DTYPES
 from hat.tracking import LOGGERS
 from hat.wandb_tracker import resolve_mode
 
-SPLITS = ("train", "val", "test")
 SOURCES = ("checkpoint", "checkpoints", "scores")
 ONE_SOURCE = ("give exactly one of checkpoint=PATH (a model), checkpoints=[PATH,PATH] (an ensemble) "
               "or scores=PATH (scores saved with eval.save_scores=true)")
@@ -54,8 +54,8 @@ class EvalSpec:
     def __post_init__(self) -> None:
         if bool(self.checkpoints) == (self.scores is not None):
             raise ConfigError(ONE_SOURCE)
-        if self.split is not None and self.split not in SPLITS:
-            raise ConfigError(f"split={self.split!r} is not one of {SPLITS}")
+        if self.split is not None and self.split not in SPLIT_NAMES:
+            raise ConfigError(f"split={self.split!r} is not one of {SPLIT_NAMES}")
         if self.export is not None and len(self.checkpoints) != 1:
             raise ConfigError(f"export={self.export} writes one model: give it with checkpoint=PATH only")
         if self.scores is not None:

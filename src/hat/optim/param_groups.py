@@ -63,7 +63,7 @@ def parameter_groups(
     once (frozen ones included: a frozen encoder trains later)."""
     scales = parameter_scales(model, backbone_lr_scale, layer_decay)
     groups: dict[float, list[nn.Parameter]] = {}
-    for _, parameter, scale in _named_with_scales(model, loss, scales):
+    for parameter, scale in _with_scales(model, loss, scales):
         groups.setdefault(scale, []).append(parameter)
     return [
         {"params": params, "lr": lr * scale, "lr_scale": scale, "name": _group_name(scale, len(groups))}
@@ -71,11 +71,12 @@ def parameter_groups(
     ]
 
 
-def _named_with_scales(model: HATModel, loss: nn.Module, scales: dict[str, float]) -> Iterable[tuple]:
+def _with_scales(model: HATModel, loss: nn.Module, scales: dict[str, float]) -> Iterable[tuple]:
+    """``(parameter, rate scale)`` of the model's parameters (1 unless in ``scales``), then the loss's (1)."""
     for name, parameter in model.named_parameters():
-        yield name, parameter, scales.get(name, 1.0)
-    for name, parameter in loss.named_parameters():
-        yield f"loss.{name}", parameter, 1.0
+        yield parameter, scales.get(name, 1.0)
+    for parameter in loss.parameters():
+        yield parameter, 1.0
 
 
 def _group_name(scale: float, count: int) -> str:
