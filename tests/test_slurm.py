@@ -31,10 +31,12 @@ pytestmark = pytest.mark.slow
 SCRIPT = ROOT / "scripts" / "local_slurm.sh"
 TRAINING = [
     "dataset=shapes", "dataset.num_train=40", "dataset.num_val=8", "dataset.num_test=8",
-    "encoder=tiny", "encoder.image.image_size=32", "train.batch_size=8", "train.epochs=20",
+    "encoder=tiny", "encoder.image.image_size=32", "train.batch_size=8", "train.epochs=80",
     "train.freeze_epochs=1", "train.log_every=5", "optim.lr=1e-3", "logger=none",
-]  # 25 steps an epoch, 500 in all: over a minute on one core
-STEPS = 500
+]  # 25 steps an epoch, 2000 in all: about 90 s on one core of a 2-core CI machine. The signal comes
+# at slurmctld's next time-limit check, 10 to 30 s after the limit is cut (measured), sometimes later;
+# 500 steps (20 s) lost that race, so the job finished before it was signalled.
+STEPS = 2000
 
 
 def _slurm_or_skip() -> None:
