@@ -278,7 +278,7 @@ start_munge() {
     install -d -o munge -g munge -m 0755 /run/munge
     install -d -o munge -g munge -m 0700 /var/log/munge /var/lib/munge
     rm -f /run/munge/munge.socket.2 /run/munge/munge.socket.2.lock "$MUNGE_PID"
-    runuser -u munge -- munged --force >/dev/null 2>&1 || fail "munged did not start" /var/log/munge/munged.log
+    runuser -u munge -- munged --force >/dev/null 2>&1 9>&- || fail "munged did not start" /var/log/munge/munged.log
     wait_for 10 "munge -n | unmunge" /var/log/munge/munged.log bash -c 'munge -n | unmunge'
     log "started munged"
 }
@@ -298,7 +298,7 @@ start_mariadb() {
         # it is a scratch database for test jobs.
         setsid mariadbd --user=mysql --skip-networking --socket="$MYSQL_SOCK" --pid-file="$MYSQL_PID" \
             --log-error="$MYSQL_LOG" --innodb-buffer-pool-size=128M --innodb-lock-wait-timeout=900 \
-            --innodb-flush-log-at-trx-commit=0 --skip-log-bin </dev/null >>"$MYSQL_LOG" 2>&1 &
+            --innodb-flush-log-at-trx-commit=0 --skip-log-bin </dev/null >>"$MYSQL_LOG" 2>&1 9>&- &
         wait_for 60 "mariadb did not answer on $MYSQL_SOCK" "$MYSQL_LOG" mysql_up
         log "started mariadb"
     fi
@@ -318,7 +318,7 @@ start_slurmdbd() {
         pid=
     fi
     if [[ -z $pid ]]; then
-        slurmdbd >>"$LOGDIR/slurmdbd.log" 2>&1 || fail "slurmdbd did not start" "$LOGDIR/slurmdbd.log"
+        slurmdbd >>"$LOGDIR/slurmdbd.log" 2>&1 9>&- || fail "slurmdbd did not start" "$LOGDIR/slurmdbd.log"
         log "started slurmdbd"
     fi
     wait_for 60 "slurmdbd did not answer (sacctmgr list cluster)" "$LOGDIR/slurmdbd.log" \
@@ -353,7 +353,7 @@ start_slurmctld() {
             log "state in /var/spool/slurmctld was cluster '$(cat "$saved")', not '$CLUSTER': dropping it"
             rm -f "$saved"
         fi
-        slurmctld >>"$LOGDIR/slurmctld.log" 2>&1 || fail "slurmctld did not start" "$LOGDIR/slurmctld.log"
+        slurmctld >>"$LOGDIR/slurmctld.log" 2>&1 9>&- || fail "slurmctld did not start" "$LOGDIR/slurmctld.log"
         log "started slurmctld"
     fi
     wait_for 30 "slurmctld did not answer (scontrol ping)" "$LOGDIR/slurmctld.log" \
@@ -368,7 +368,7 @@ start_slurmd() {
         pid=
     fi
     if [[ -z $pid ]]; then
-        slurmd >>"$LOGDIR/slurmd.log" 2>&1 || fail "slurmd did not start" "$LOGDIR/slurmd.log"
+        slurmd >>"$LOGDIR/slurmd.log" 2>&1 9>&- || fail "slurmd did not start" "$LOGDIR/slurmd.log"
         log "started slurmd"
     fi
 }
@@ -448,7 +448,9 @@ do_status() {
     echo "local_slurm: up, node $(hostname -s) $state"
 }
 
-# Two callers at once (say, two test sessions) take turns rather than starting daemons twice.
+# Two callers at once (say, two test sessions) take turns rather than starting daemons twice. The
+# daemons are started with fd 9 closed: one that inherited it would hold the lock for its lifetime,
+# and every later call (a second .ci/run, `stop`) would wait 300 s for it and fail.
 lock() {
     exec 9>/tmp/local_slurm.lock
     flock -w 300 9 || fail "another local_slurm.sh held /tmp/local_slurm.lock for 300 s"

@@ -8,6 +8,8 @@ SLURM's own time-limit machinery sends `--signal=USR2@110` within its 30 s check
 the job is surely mid-training (a fixed short limit could signal it before Python has installed
 any handler, since SLURM may signal up to 30 s early). Once requeued, the limit goes back to 10
 minutes.
+
+The cluster script itself can be run again at once while its cluster is up (a second `.ci/run`).
 """
 
 from __future__ import annotations
@@ -92,6 +94,28 @@ def _last_step(metrics: Path) -> int:
         return 0
     steps = [json.loads(line)["step"] for line in metrics.read_text().splitlines() if line.endswith("}")]
     return max(steps, default=0)
+
+
+def _lock_holders() -> list[str]:
+    """Processes with local_slurm.sh's lock file open (its flock lives as long as any of them)."""
+    holders = []
+    for fd in Path("/proc").glob("[0-9]*/fd/*"):
+        try:
+            if os.readlink(fd) == "/tmp/local_slurm.lock":
+                holders.append((fd.parent.parent / "comm").read_text().strip())
+        except OSError:  # a process or descriptor gone meanwhile
+            continue
+    return holders
+
+
+def test_the_cluster_script_runs_again_at_once_while_the_cluster_is_up():
+    """A second `.ci/run` (or `start` after a stop) must not wait on a lock a daemon inherited."""
+    _slurm_or_skip()
+    started = time.monotonic()
+    result = subprocess.run(["bash", str(SCRIPT), "start"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert time.monotonic() - started < 60, "local_slurm.sh waited for its lock"
+    assert _lock_holders() == []
 
 
 def test_a_sweep_job_at_its_time_limit_is_requeued_and_resumes_to_an_uninterrupted_result(tmp_path):
