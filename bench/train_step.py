@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 from common import mib, pick_device, report, synchronize  # noqa: E402
 from hat.engine.step import training_step  # noqa: E402
-from hat.losses import build_loss  # noqa: E402
+from hat.losses import build_loss, loss_spec  # noqa: E402
 from hat.models.hat import build_model  # noqa: E402
 from hat.models.spec import model_spec  # noqa: E402
 from hat.runtime import COMPILE_MODES, resolve_runtime  # noqa: E402
@@ -49,7 +49,7 @@ def throughput(cfg, runtime, batch: int, frozen: bool, steps: int, warmup: int) 
     torch.manual_seed(0)
     model = build_model(model_spec(cfg)).to(runtime.device)
     model.set_encoders_frozen(frozen)
-    loss_fn = build_loss(cfg.loss).to(runtime.device)
+    loss_fn = build_loss(loss_spec(cfg.loss)).to(runtime.device)
     step_fn = runtime.compiled(model)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     scaler = runtime.grad_scaler()

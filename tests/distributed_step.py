@@ -20,7 +20,7 @@ from hat.data.transforms import eval_transform  # noqa: E402
 from hat.engine import distributed  # noqa: E402
 from hat.engine.evaluation import protocol_tables, score_split  # noqa: E402
 from hat.engine.step import training_step  # noqa: E402
-from hat.losses import build_loss  # noqa: E402
+from hat.losses import build_loss, loss_spec  # noqa: E402
 from hat.models.hat import build_model  # noqa: E402
 from hat.models.spec import model_spec  # noqa: E402
 from hat.models.text_encoder import build_tokenizer  # noqa: E402
@@ -39,7 +39,7 @@ def main(out: Path, chunks: int) -> None:
     torch.manual_seed(0)
     model = build_model(model_spec(cfg))
     model.eval()  # no dropout: both runs must compute the same function
-    loss_fn = build_loss(cfg.loss)
+    loss_fn = build_loss(loss_spec(cfg.loss))
     splits = build_splits(data_spec(cfg.dataset), cfg.seed)
     text = model_spec(cfg).text
     collator = CaptionCollator(build_tokenizer(text), text.max_length, pad_to_max_length=True)

@@ -54,6 +54,8 @@ BAD_TYPES = [
     (["loss.margin=abc"], r"loss\.margin='abc' must be a finite number >= 0 \(HAT uses 0\.2\)"),
     (["loss.warmup_epochs=1.5"], r"loss\.warmup_epochs=1\.5 must be an integer >= 0"),
     (["loss=infonce", "loss.temperature=nan"], r"loss\.temperature=nan must be a finite number > 0"),
+    (["loss=infonce", "loss.learnable_temperature=maybe"],
+     r"loss\.learnable_temperature='maybe' must be true or false"),
     (["alignment.levels=4"], r"alignment\.levels=4 must be a non-empty list of distinct integers >= 1 and <= 12"),
     (["alignment.levels=[]"], r"alignment\.levels=\[\] must be a non-empty list"),
     (["alignment.levels=[0]"], r"alignment\.levels=\[0\]: 0 is outside 1\.\.12, the 12 layers of the text encoder"),

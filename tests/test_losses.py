@@ -1,4 +1,4 @@
-"""Ranking losses (hat.losses) on hand-worked score matrices, and build_loss from config.
+"""Ranking losses (hat.losses) on hand-worked score matrices, and build_loss from a config's LossSpec.
 
 ``scores[i, j]`` scores image i against caption j; the diagonal holds the positives.
 Covers: VSE++ hardest-negative and sum-over-negatives hinge values and gradients; the positive
@@ -14,7 +14,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from hat.losses import HingeHardestLoss, HingeSumLoss, InfoNCELoss, build_loss
+from hat.losses import HingeHardestLoss, HingeSumLoss, InfoNCELoss, build_loss, loss_spec
 
 # Margin 0.2 hinge costs of this matrix, [m + S_ij - S_ii]_+ per row (image i vs caption j != i)
 # and [m + S_ij - S_jj]_+ per column (caption j vs image i != j):
@@ -131,7 +131,7 @@ def test_infonce_temperature_learns_only_when_learnable():
     ],
 )
 def test_build_loss_builds_hinge_losses_with_the_configured_margin(cfg, cls, expected):
-    loss = build_loss(OmegaConf.create(cfg))
+    loss = build_loss(loss_spec(OmegaConf.create(cfg)))
     assert type(loss) is cls
     assert loss(hand_scores()).item() == pytest.approx(expected)
 
@@ -139,7 +139,7 @@ def test_build_loss_builds_hinge_losses_with_the_configured_margin(cfg, cls, exp
 @pytest.mark.parametrize("learnable", [True, False])
 def test_build_loss_builds_infonce_with_the_configured_temperature(learnable):
     cfg = OmegaConf.create({"name": "infonce", "temperature": 0.5, "learnable_temperature": learnable})
-    loss = build_loss(cfg)
+    loss = build_loss(loss_spec(cfg))
     assert type(loss) is InfoNCELoss
     scores = hand_scores().float()
     torch.testing.assert_close(loss(scores), hand_infonce(scores, 0.5))
@@ -148,7 +148,7 @@ def test_build_loss_builds_infonce_with_the_configured_temperature(learnable):
 
 def test_build_loss_rejects_unknown_name():
     with pytest.raises(ValueError, match="'triplet_soft'"):
-        build_loss(OmegaConf.create({"name": "triplet_soft", "margin": 0.2}))
+        loss_spec(OmegaConf.create({"name": "triplet_soft", "margin": 0.2}))
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hat.losses import build_loss
+from hat.losses import build_loss, loss_spec
 from hat.models.hat import build_model
 from hat.models.spec import model_spec
 from hat.optim.build import build_optimizer
@@ -21,7 +21,7 @@ def tiny():
 
     cfg = compose_config("train", ["encoder=tiny", "loss=infonce"])  # a loss with a parameter of its own
     torch.manual_seed(0)
-    return build_model(model_spec(cfg)), build_loss(cfg.loss)
+    return build_model(model_spec(cfg)), build_loss(loss_spec(cfg.loss))
 
 
 def rates_by_name(model, loss, groups) -> dict[str, float]:

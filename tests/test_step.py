@@ -11,7 +11,7 @@ from hat.data.datasets import CaptionCollator, PairDataset
 from hat.data.spec import data_spec
 from hat.data.transforms import eval_transform
 from hat.engine.step import training_step
-from hat.losses import build_loss
+from hat.losses import build_loss, loss_spec
 from hat.models.hat import build_model
 from hat.models.spec import model_spec
 from hat.models.text_encoder import build_tokenizer
@@ -34,7 +34,7 @@ def _step(setup, chunks: int, loss_name: str = "hinge_hardest"):
     cfg, model, batch = setup
     model.zero_grad(set_to_none=True)
     runtime = resolve_runtime(cfg.hardware)
-    loss_fn = build_loss(compose_config("train", [*TINY_RUN, f"loss={loss_name}"]).loss)
+    loss_fn = build_loss(loss_spec(compose_config("train", [*TINY_RUN, f"loss={loss_name}"]).loss))
     loss = training_step(model, model, loss_fn, batch, runtime, runtime.grad_scaler(), chunks)
     return loss, {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
 

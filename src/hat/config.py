@@ -13,7 +13,7 @@ from hat.checks import ConfigError, require_int, require_int_list, require_numbe
 from hat.data.device_decode import IMAGE_DECODE
 from hat.data.shapes import MAX_CAPTIONS_PER_IMAGE
 from hat.data.spec import data_spec
-from hat.losses import LOSSES
+from hat.losses import loss_spec
 from hat.metrics import METRIC_KEYS, RANK_KEYS
 from hat.models.spec import model_spec
 from hat.optim.build import OPTIMIZERS
@@ -29,7 +29,7 @@ def validate_train_config(cfg) -> RunSpec:
     try:
         require_int("seed", cfg.seed, 0)
         model = model_spec(cfg)
-        _check_loss(cfg.loss)
+        loss = loss_spec(cfg.loss)
         train = _check_train(cfg)
         optim = _check_optim(cfg.optim)
         validate_eval_config(cfg)
@@ -42,23 +42,13 @@ def validate_train_config(cfg) -> RunSpec:
         data = data_spec(cfg.dataset)
     except (ValueError, FileNotFoundError) as error:
         raise ConfigError(str(error)) from error
-    return RunSpec(model=model, data=data, train=train, optim=optim)
+    return RunSpec(model=model, data=data, train=train, optim=optim, loss=loss)
 
 
 def validate_eval_config(cfg) -> None:
     """Checks of ``eval`` (of evaluate.py's config, or of a training config): the batch size and the fused levels."""
     require_int("eval.batch_size", cfg.eval.batch_size, 1, why="images or captions encoded at once")
     require_int_list("eval.levels", cfg.eval.get("levels"), 1, optional=True)
-
-
-def _check_loss(cfg) -> None:
-    if cfg.name not in LOSSES:
-        raise ConfigError(f"loss.name={cfg.name!r} is not one of {LOSSES}")
-    if cfg.name.startswith("hinge"):
-        require_number("loss.margin", cfg.margin, 0, why="HAT uses 0.2")
-    require_int("loss.warmup_epochs", cfg.get("warmup_epochs", 0), 0, why="epochs summing all negatives first")
-    if cfg.name == "infonce":
-        require_number("loss.temperature", cfg.temperature, 0, exclusive=True)
 
 
 def _check_train(cfg) -> TrainSpec:

@@ -6,11 +6,44 @@ Rows are images, columns are captions: ``scores[i, j]`` scores image ``i`` again
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from hat.checks import ConfigError, require_int, require_number
+
 LOSSES = ("hinge_hardest", "hinge_sum", "infonce")
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    """``loss``: its ``name`` (one of :data:`LOSSES`); the hinges' ``margin``; the epochs the hardest-
+    negative hinge sums over all negatives first (``warmup_epochs``); InfoNCE's initial ``temperature``
+    and whether it is learnt (``learnable_temperature``). Settings another loss has no use for keep
+    their defaults."""
+
+    name: str
+    margin: float = 0.2
+    warmup_epochs: int = 0
+    temperature: float = 0.07
+    learnable_temperature: bool = True
+
+
+def loss_spec(cfg) -> LossSpec:
+    """The checked :class:`LossSpec` of a ``loss`` config (conf/loss/*.yaml); a bad value is a
+    :class:`~hat.checks.ConfigError` naming its field."""
+    if cfg.name not in LOSSES:
+        raise ConfigError(f"loss.name={cfg.name!r} is not one of {LOSSES}")
+    if cfg.name.startswith("hinge"):
+        margin = require_number("loss.margin", cfg.margin, 0, why="HAT uses 0.2")
+        warmup = require_int("loss.warmup_epochs", cfg.get("warmup_epochs", 0), 0,
+                             why="epochs summing all negatives first")
+        return LossSpec(cfg.name, margin=margin, warmup_epochs=warmup)
+    temperature = require_number("loss.temperature", cfg.temperature, 0, exclusive=True)
+    if not isinstance(cfg.learnable_temperature, bool):
+        raise ConfigError(f"loss.learnable_temperature={cfg.learnable_temperature!r} must be true or false")
+    return LossSpec(cfg.name, temperature=temperature, learnable_temperature=cfg.learnable_temperature)
 
 
 def _hinge_costs(scores: torch.Tensor, margin: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -96,12 +129,12 @@ class InfoNCELoss(RankingLoss):
         )
 
 
-def build_loss(cfg) -> RankingLoss:
-    """The loss named by ``cfg.name`` (one of :data:`LOSSES`) with its settings from ``cfg``."""
-    if cfg.name == "hinge_hardest":
-        return HingeHardestLoss(margin=cfg.margin, warmup_epochs=cfg.get("warmup_epochs", 0))
-    if cfg.name == "hinge_sum":
-        return HingeSumLoss(margin=cfg.margin)
-    if cfg.name == "infonce":
-        return InfoNCELoss(temperature=cfg.temperature, learnable=cfg.learnable_temperature)
-    raise ValueError(f"loss.name must be one of {LOSSES}, got {cfg.name!r}")
+def build_loss(spec: LossSpec) -> RankingLoss:
+    """The loss a :class:`LossSpec` names, with its settings."""
+    if spec.name == "hinge_hardest":
+        return HingeHardestLoss(margin=spec.margin, warmup_epochs=spec.warmup_epochs)
+    if spec.name == "hinge_sum":
+        return HingeSumLoss(margin=spec.margin)
+    if spec.name == "infonce":
+        return InfoNCELoss(temperature=spec.temperature, learnable=spec.learnable_temperature)
+    raise ValueError(f"loss.name must be one of {LOSSES}, got {spec.name!r}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from hat.data.spec import DataSpec
+from hat.losses import LossSpec
 from hat.models.spec import ModelSpec
 
 
@@ -56,10 +57,11 @@ class OptimSpec:
 @dataclass(frozen=True)
 class RunSpec:
     """A training's resolved settings: the model, the dataset (its layout on disk found), the
-    training loop and the optimisation (the hardware is resolved by :func:`hat.runtime.resolve_runtime`
-    in each process)."""
+    training loop, the optimisation and the loss (the hardware is resolved by
+    :func:`hat.runtime.resolve_runtime` in each process)."""
 
     model: ModelSpec
     data: DataSpec
     train: TrainSpec
     optim: OptimSpec
+    loss: LossSpec

@@ -62,7 +62,7 @@ def build_training(cfg, spec: RunSpec, config: dict, ranks, runtime: Runtime) ->
     collator = CaptionCollator(build_tokenizer(spec.model.text), spec.model.text.max_length,
                                pad_to_max_length=ranks.enabled or accumulate > 1 or runtime.compile)
     pairs, sampler, loader = _train_loader(cfg, spec, splits["train"], collator, ranks, runtime)
-    loss = build_loss(cfg.loss).to(runtime.device)
+    loss = build_loss(spec.loss).to(runtime.device)
     parameters = list(chain(model.parameters(), loss.parameters()))
     steps_per_epoch = sampler.batches_per_epoch
     total_steps = min(spec.train.epochs * steps_per_epoch, spec.train.max_steps or math.inf)
