@@ -86,22 +86,41 @@ def test_another_job_logging_choice_still_composes_and_runs_without_a_log_file(t
     assert "handlers" not in cfg.hydra.job_logging
 
 
-@pytest.mark.slow
-def test_three_optuna_trials_tune_on_the_validation_monitor_and_write_the_best(tmp_path):
-    sweep = tmp_path / "sweep"
+def _optuna_sweep(sweep: Path, storage: str, *overrides: str) -> None:
     tiny = [item for item in TINY_RUN if not item.startswith("optim.lr=")]  # a value given here is not tuned
     command = [sys.executable, str(ROOT / "train.py"), "hparams_search=optuna", *tiny, "logger=none",
-               "hydra.sweeper.n_trials=3", "hydra.sweeper.sampler.n_startup_trials=3", f"hydra.sweep.dir={sweep}"]
-    subprocess.run(command, cwd=tmp_path, check=True, capture_output=True, timeout=600)
+               f"hydra.sweeper.storage={storage}", f"hydra.sweep.dir={sweep}", *overrides]
+    subprocess.run(command, cwd=sweep.parent, check=True, capture_output=True, timeout=600)
 
+
+def _trial_monitors(sweep: Path, jobs: int) -> list[float]:
+    """Each job's best validation monitor, after checking that the job got all four tuned values."""
     monitors = []
-    for job in range(3):
+    for job in range(jobs):
         results = json.loads((sweep / str(job) / "results.json").read_text())
         overrides = (sweep / str(job) / ".hydra" / "overrides.yaml").read_text()
         assert all(f"{key}=" in overrides for key in ("loss.margin", "alignment.smooth", "optim.lr",
                                                       "optim.warmup_epochs"))
         monitors.append(results["monitor"]["val/i2t_r1+val/t2i_r1"])
-    best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    return monitors
+
+
+@pytest.mark.slow
+def test_three_optuna_trials_tune_on_the_validation_monitor_and_write_the_best(tmp_path):
+    import optuna
+
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    _optuna_sweep(tmp_path / "sweep", storage, "hydra.sweeper.n_trials=3", "hydra.sweeper.sampler.n_startup_trials=3")
+    monitors = _trial_monitors(tmp_path / "sweep", 3)
+    best = yaml.safe_load((tmp_path / "sweep" / "optimization_results.yaml").read_text())
     assert best["best_value"] == max(monitors)  # recalls: maximised
     assert set(best["best_params"]) == {"loss.margin", "alignment.smooth", "optim.lr", "optim.warmup_epochs"}
     assert 0.05 <= best["best_params"]["loss.margin"] <= 0.4
+
+    # The study lives on in its database: another sweep (another sampler seed) adds a new trial to it.
+    _optuna_sweep(tmp_path / "more", storage, "hydra.sweeper.n_trials=1", "hydra.sweeper.sampler.seed=1")
+    trials = optuna.load_study(study_name="hat", storage=storage).trials
+    assert [trial.value for trial in trials] == monitors + _trial_monitors(tmp_path / "more", 1)
+    assert trials[3].params not in [trial.params for trial in trials[:3]]
+    best = yaml.safe_load((tmp_path / "more" / "optimization_results.yaml").read_text())
+    assert best["best_value"] == max(trial.value for trial in trials)
