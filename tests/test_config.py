@@ -20,11 +20,11 @@ GROUPS = ("encoder", "alignment", "loss", "dataset", "hardware", "optim", "logge
           "hparams_search", "local")
 
 
-
 def taps(cfg) -> tuple[list[int], list[int]]:
     """(text taps, image taps) as the model spec resolves them."""
     spec = model_spec(cfg)
     return list(spec.text_taps), list(spec.image_taps)
+
 
 def group_options():
     for group in GROUPS:

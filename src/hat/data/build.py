@@ -51,14 +51,13 @@ def read_dataset_on_disk(spec: DataSpec) -> dict[str, CaptionedImages]:
     the split, the annotation file(s) and the root: one the annotations list no image for (when
     they have no other problem), or one that ``skip_bad_images`` emptied.
     """
-    root, layout = spec.root, spec.layout
-    log.info("dataset %s: reading %s in the %s layout", spec.name, root, layout)
-    if layout == "karpathy":
+    log.info("dataset %s: reading %s in the %s layout", spec.name, spec.root, spec.layout)
+    if spec.layout == "karpathy":
         records, problems = karpathy.read_karpathy_records(
-            spec.name, root, spec.captions_per_image, spec.extra_captions, spec.use_restval, spec.on_bad_text
+            spec.name, spec.root, spec.captions_per_image, spec.extra_captions, spec.use_restval, spec.on_bad_text
         )
     else:
-        records, problems = vsepp.read_vsepp_records(root, spec.captions_per_image, spec.use_restval,
+        records, problems = vsepp.read_vsepp_records(spec.root, spec.captions_per_image, spec.use_restval,
                                                      spec.on_bad_text)
     if not problems:  # entries with problems are left out: a split they emptied would be one more line, saying nothing
         problems = [
@@ -67,11 +66,10 @@ def read_dataset_on_disk(spec: DataSpec) -> dict[str, CaptionedImages]:
             if not split_records
         ]
     problems += duplicate_images(records)
-    skip_bad_images = spec.skip_bad_images
-    if problems and skip_bad_images:
+    if problems and spec.skip_bad_images:
         raise DatasetError(problems)  # skipping reports no image problems: spare the slow decoding pass
     listed = {split: len(split_records) for split, split_records in records.items()}
-    records, image_problems = check_image_files(records, skip_bad_images)
+    records, image_problems = check_image_files(records, spec.skip_bad_images)
     problems += image_problems + [
         _empty_split(spec, split, f"dataset.skip_bad_images=true dropped all {listed[split]} of its images")
         for split, split_records in records.items()
@@ -92,9 +90,8 @@ def _empty_split(spec: DataSpec, split: str, why: str) -> str:
 
 def _split_source(spec: DataSpec, split: str) -> str:
     """The annotation file(s) that list ``split``'s images in the dataset's layout, as paths under the root."""
-    root = spec.root
     if spec.layout == "karpathy":
-        return str(karpathy.annotation_path(spec.name, root))
+        return str(karpathy.annotation_path(spec.name, spec.root))
     files = vsepp.id_files(spec.use_restval)
     names = [files[split], *([files["restval"]] if split == "train" and "restval" in files else [])]
-    return " and ".join(str(root / name) for name in names)
+    return " and ".join(str(spec.root / name) for name in names)

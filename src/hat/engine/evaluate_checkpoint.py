@@ -139,17 +139,15 @@ def _score(members: list[Member], spec: EvalSpec) -> tuple[ScoredSplit, LoadedMo
     scores = []
     for member in members:
         loaded = rebuild(member.source, member.cfg, member.spec)
-        cfg = member.cfg
         log.info("evaluating %s (%s, epoch %s) on %s/%s", member.source.path, member.source.kind, member.source.epoch,
-                 cfg.dataset.name, split)
-        collator = CaptionCollator(loaded.tokenizer, cfg.encoder.text.max_length)
-        scores.append(score_split(loaded.model.to(runtime.device), data, collator, cfg.encoder.image.image_size,
+                 member.data.name, split)
+        collator = CaptionCollator(loaded.tokenizer, member.spec.text.max_length)
+        scores.append(score_split(loaded.model.to(runtime.device), data, collator, member.spec.image.image_size,
                                   runtime, spec.batch_size))
-    first = members[0].cfg
     scored = ScoredSplit(
         members=scores,
         split=split,
-        dataset=first.dataset.name,
+        dataset=members[0].data.name,
         captions_per_image=data.captions_per_image,
         protocols=members[0].data.test_protocols if split == "test" else None,
         checkpoints=[str(m.source.path) for m in members],

@@ -23,7 +23,8 @@ class StepProfiler:
     """
 
     def __init__(self, steps: int, folder: Path, device: torch.device) -> None:
-        self.folder, self._left = folder, SKIPPED_STEPS + WARMUP_STEPS + steps if steps else 0
+        self.folder = folder
+        self._left = SKIPPED_STEPS + WARMUP_STEPS + steps  # profiler steps until it stops
         self._profile = None
         if steps:
             activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])

@@ -46,8 +46,9 @@ class TrainingRun:
     change (``self.state``), the tracker, and the verbs that move it on."""
 
     def __init__(self, cfg, spec: RunSpec, run_dir: Path, ranks, runtime, signals: PreemptionSignals) -> None:
-        """``cfg``: the run config (what checkpoints store, the data and optimiser settings);
-        ``spec``: what :func:`hat.config.validate_train_config` resolved it to."""
+        """``cfg``: the run config (what checkpoints store; the seed, hardware, logger, resume and
+        initial weights are read from it); ``spec``: what :func:`hat.config.validate_train_config`
+        resolved the rest to."""
         self.cfg, self.spec, self.ranks, self.runtime, self.signals = cfg, spec, ranks, runtime, signals
         self.run_dir, self.checkpoints = run_dir, run_dir / "checkpoints"
         self.config = to_plain(cfg)
@@ -105,9 +106,8 @@ class TrainingRun:
             while True:
                 if self._needs_validation():
                     self.validate()
-                if self.state.epoch >= self.spec.train.epochs or self.state.step >= self.max_steps:
-                    break
-                if self._stopped_early():
+                finished = self.state.epoch >= self.spec.train.epochs or self.state.step >= self.max_steps
+                if finished or self._stopped_early():
                     break
                 self.train_epoch()
         finally:
@@ -225,7 +225,7 @@ class TrainingRun:
     def _score(self, split: str) -> list[torch.Tensor]:
         """Score a split; a single process stops at once on a stop signal (:class:`StopRequested`)
         since scoring holds no training state; processes of a group finish it together."""
-        args = (self.model, self.splits[split], self.parts.collator, self.cfg.encoder.image.image_size,
+        args = (self.model, self.splits[split], self.parts.collator, self.spec.model.image.image_size,
                 self.runtime, self.cfg.eval.batch_size, self.ranks)
         if self.ranks.enabled:
             return score_split(*args)
