@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from conftest import ROOT, TINY_RUN
-from hat.wandb_tracker import has_login, override_tags, resolve_mode, sweep_group
+from hat.wandb_tracker import override_tags, resolve_mode, sweep_group
 from wandb_offline import isolated_environment, offline_runs, read_offline_run
 
 NO_NETRC = {"NETRC": "/nonexistent/netrc"}
@@ -38,14 +38,6 @@ def test_mode(requested, environ, expected):
 def test_a_bad_mode_names_where_it_came_from():
     with pytest.raises(ValueError, match="WANDB_MODE='sometimes'"):
         resolve_mode(None, {"WANDB_MODE": "sometimes"})
-
-
-def test_login_from_netrc_for_the_configured_server(tmp_path):
-    netrc = tmp_path / "netrc"
-    netrc.write_text("machine wandb.example.org\n  login user\n  password " + "a" * 40 + "\n")
-    netrc.chmod(0o600)
-    assert has_login({"NETRC": str(netrc), "WANDB_BASE_URL": "https://wandb.example.org"})
-    assert not has_login({"NETRC": str(netrc)})  # an entry for another server is no login for api.wandb.ai
 
 
 def test_labels():

@@ -17,14 +17,13 @@ import io
 import json
 import statistics
 import sys
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
 from hat.metrics import RECALL_KEYS
+from hat.wandb_server import check_server
 
 METRICS = RECALL_KEYS
 SEED_KEYS = ("seed",)
@@ -71,24 +70,6 @@ def find_jobs(root: Path) -> list[Job]:
         metrics = json.loads(results.read_text())["metrics"]
         jobs.append(Job(str(results.parent), parse_overrides(items), fused_test_metrics(metrics)))
     return jobs
-
-
-def check_server(base_url: str, timeout: float = 5.0) -> None:
-    """Raise ``ConnectionError`` naming ``base_url`` when no HTTP server answers there.
-
-    Any HTTP answer counts, an error status included. wandb's own client retries an unreachable
-    server for minutes in its service process, so the report asks once itself and fails at once.
-    """
-    try:
-        urllib.request.urlopen(base_url, timeout=timeout).close()
-    except urllib.error.HTTPError:
-        return
-    except (urllib.error.URLError, OSError) as error:
-        reason = getattr(error, "reason", error)
-        raise ConnectionError(
-            f"no answer from the W&B server {base_url} ({reason}); "
-            "set WANDB_BASE_URL or run `wandb login --host URL` for another server"
-        ) from None
 
 
 def wandb_jobs(group: str, project: str, entity: str | None = None, api=None) -> list[Job]:

@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import netrc
 import os
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import torch
 
@@ -25,27 +23,14 @@ from hat.data.records import CaptionedImages
 from hat.metrics import RANK_KEYS
 from hat.retrieval_examples import RetrievalExamples, retrieval_examples
 from hat.tracking import Explain
+from hat.wandb_server import has_login
 
 log = logging.getLogger(__name__)
 
 MODES = ("online", "offline", "disabled")
 LEGACY_MODES = {"dryrun": "offline", "run": "online"}
-DEFAULT_BASE_URL = "https://api.wandb.ai"
 STEP_METRIC = "trainer/step"
 TAG_LENGTH = 64  # W&B's limit on one tag
-
-
-def has_login(environ: Mapping[str, str]) -> bool:
-    """Whether W&B would find credentials without asking: the environment or a netrc entry for
-    the server (``WANDB_BASE_URL``, default ``https://api.wandb.ai``)."""
-    if environ.get("WANDB_API_KEY") or environ.get("WANDB_IDENTITY_TOKEN_FILE"):
-        return True
-    host = urlsplit(environ.get("WANDB_BASE_URL") or DEFAULT_BASE_URL).hostname
-    path = Path(environ.get("NETRC") or Path.home() / ".netrc")
-    try:
-        return host is not None and netrc.netrc(path).authenticators(host) is not None
-    except (OSError, netrc.NetrcParseError):
-        return False
 
 
 def normalise_mode(mode: str, source: str) -> str:

@@ -1,8 +1,10 @@
 """``python -m hat.dashboard --project P`` without ``--dry-run``: save the workspace and report to W&B.
 
 Saving is idempotent: a saved workspace of the same name in the project, or a report of the same
-title, is updated rather than duplicated. The login is checked first, with requests that give up
-after ``timeout`` seconds; any failure becomes one :class:`~hat.dashboard.DashboardError`.
+title, is updated rather than duplicated. The login is checked first, then that the server answers
+at all (asked once, here, so that an unreachable server fails at once rather than after wandb's
+retries), and every request gives up after ``timeout`` seconds; any failure becomes one
+:class:`~hat.dashboard.DashboardError`.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from wandb_workspaces._graphql import execute_graphql, get_app_url
 from hat.dashboard import DashboardError
 from hat.dashboard.panels import Section
 from hat.dashboard.wandb_objects import report, workspace
-from hat.wandb_tracker import DEFAULT_BASE_URL, has_login
+from hat.wandb_server import base_url, check_server, has_login
 
 # The project's saved workspaces ("views"): the lookup Workspace.from_url needs, by display name.
 SAVED_VIEWS = """
@@ -34,6 +36,10 @@ def connect(timeout: int) -> wandb.Api:
     """A logged-in W&B API whose requests give up after ``timeout`` seconds; never prompts."""
     if not has_login(os.environ):
         raise DashboardError("no W&B login found: set WANDB_API_KEY or run `wandb login` (or use --dry-run)")
+    try:
+        check_server(base_url(os.environ), timeout)
+    except ConnectionError as error:
+        raise DashboardError(str(error)) from None
     with reported("logging in"):
         return wandb.Api(timeout=timeout)
 
@@ -46,12 +52,7 @@ def reported(what: str):
     except DashboardError:
         raise
     except Exception as error:  # noqa: BLE001  (whatever W&B raises is one line for the user)
-        raise DashboardError(f"{what} at {base_url()} failed: {first_line(error)}") from None
-
-
-def base_url() -> str:
-    """The W&B server this command talks to."""
-    return os.environ.get("WANDB_BASE_URL") or DEFAULT_BASE_URL
+        raise DashboardError(f"{what} at {base_url(os.environ)} failed: {first_line(error)}") from None
 
 
 def first_line(error: BaseException) -> str:
