@@ -2,9 +2,9 @@
 
 The mode is ``logger.mode`` when set, else ``$WANDB_MODE``, else online when a W&B login exists
 (``WANDB_API_KEY``, ``WANDB_IDENTITY_TOKEN_FILE`` or a netrc entry for the server) and offline
-otherwise; nothing ever prompts for a login. An online run that cannot start within
-``logger.init_timeout`` seconds becomes an offline run, and a run that cannot start at all leaves
-the training with its local files; both with a warning. Every later W&B call that fails is
+otherwise; nothing ever prompts for a login. An online run whose server does not answer, or that
+cannot start within ``logger.init_timeout`` seconds, becomes an offline run, and a run that cannot
+start at all leaves the training with its local files; both with a warning. Every later W&B call that fails is
 reported once and skipped.
 """
 
@@ -23,7 +23,7 @@ from hat.data.records import CaptionedImages
 from hat.metrics import RANK_KEYS
 from hat.retrieval_examples import RetrievalExamples, retrieval_examples
 from hat.tracking import Explain
-from hat.wandb_server import has_login
+from hat.wandb_server import base_url, check_server, has_login
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +123,8 @@ class WandbTracker:
             settings=wandb.Settings(init_timeout=float(settings.init_timeout)),
         )
         try:
+            if mode == "online":
+                check_server(base_url(os.environ), timeout=float(settings.init_timeout))
             self.run = wandb.init(mode=mode, **arguments)
         except Exception as error:  # noqa: BLE001  (W&B must never stop a training)
             if mode != "online":
