@@ -1,9 +1,9 @@
-"""The W&B server the commands talk to: which one, whether a login for it exists, whether it answers.
+"""The W&B server this project talks to: which one, whether a login for it exists, whether it answers.
 
 wandb's own client retries an unreachable server for minutes inside its service process, and a
-command that gave up waiting can then hang at exit while that process finishes. So the commands
-that reach the server (``hat.report --wandb``, ``hat.dashboard``) first ask it once themselves
-with :func:`check_server` and fail at once, in one line, when nothing answers.
+command that gave up waiting can then hang at exit while that process finishes. So whatever
+reaches the server first asks it once itself with :func:`check_server`: ``hat.report --wandb``
+and ``hat.dashboard`` then fail at once, in one line, and an online training goes offline at once.
 """
 
 from __future__ import annotations
