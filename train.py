@@ -75,7 +75,7 @@ def main(cfg: DictConfig) -> float | None:
     label_run(cfg)
     if cfg.print_config and from_environment().is_main:
         print_config_tree(cfg)
-    with PreemptionSignals() as signals:  # held until the process leaves: a late second signal is handled too
+    with PreemptionSignals() as signals:
         try:
             return train(cfg, Path(HydraConfig.get().runtime.output_dir), signals).best_monitor
         except (ConfigError, DatasetError) as error:
@@ -83,10 +83,11 @@ def main(cfg: DictConfig) -> float | None:
         except (TrainingDiverged, CollectiveTimeout) as error:
             _fail(error, 1)
         except Preempted as stop:
-            signals.restore()  # submitit's own handlers back, for its requeue
-            requeue_through_submitit(stop)
             if in_submitit_job():
+                signals.restore()  # submitit's own handlers back, for its requeue
+                requeue_through_submitit(stop)
                 raise
+            signals.ignore_until_exit()  # a second signal must not kill the process on its way out
             print(f"preempted: {stop} (exit status {EXIT_PREEMPTED})", file=sys.stderr)
             sys.exit(EXIT_PREEMPTED)
 

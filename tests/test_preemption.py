@@ -141,6 +141,28 @@ def test_interruptible_blocks_stop_at_once_and_handlers_are_restored():
     assert signal.getsignal(signal.SIGTERM) == before
 
 
+LEAVING_PROCESS = """
+import atexit, os, signal, sys, time
+from hat.engine.preemption import PreemptionSignals
+
+signum = signal.Signals[sys.argv[1]]
+atexit.register(lambda: (os.kill(os.getpid(), signum), time.sleep(0.5)))  # a repeat, during shutdown
+with PreemptionSignals() as signals:
+    signal.raise_signal(signum)
+    assert signals.requested == signum.name
+    signals.ignore_until_exit()
+    sys.exit(75)
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=lambda s: s.name)
+def test_a_stop_signal_repeated_while_the_process_exits_keeps_its_exit_status(signum):
+    leaving = subprocess.run([sys.executable, "-c", LEAVING_PROCESS, signum.name],
+                             cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert leaving.returncode == EXIT_PREEMPTED, leaving.stderr[-2000:]
+    assert "Traceback" not in leaving.stderr
+
+
 def test_submitit_preemption_signal_is_read_from_its_environment_variable(monkeypatch):
     monkeypatch.delenv("SUBMITIT_PREEMPT_SIGNAL", raising=False)
     assert requeue_signal() == signal.SIGUSR2

@@ -9,7 +9,8 @@ training loop checks :attr:`PreemptionSignals.requested` after every optimizer s
 :data:`EXIT_PREEMPTED` (75, EX_TEMPFAIL: "try again") or, inside a submitit job, into submitit's
 own requeue. Scoring (validation, the final test) holds no training state, so inside
 :meth:`PreemptionSignals.interruptible` a signal stops it at once with :class:`StopRequested`.
-Repeated signals are acknowledged and do not interrupt the checkpoint being written.
+Repeated signals are acknowledged and do not interrupt the checkpoint being written, and once the
+run leaves with ``last`` written they are ignored (:meth:`PreemptionSignals.ignore_until_exit`).
 
 DataLoader workers would be processes of the same group, so a signal sent to the group (a
 terminal's Ctrl-C, ``kill -- -PGID``, GNU ``timeout``) would kill them and the run with them:
@@ -157,6 +158,14 @@ class PreemptionSignals:
         """Put the handlers found on entry back (once; leaving the block afterwards changes nothing)."""
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
+        self._previous.clear()
+
+    def ignore_until_exit(self) -> None:
+        """For a process leaving with ``last`` written: ignore the stop signals from now on, block
+        left included, so that a repeated signal (a scheduler's second SIGTERM, a second Ctrl-C)
+        arriving while the interpreter shuts down cannot turn exit status 75 into death by signal."""
+        for signum in self._previous:
+            signal.signal(signum, signal.SIG_IGN)
         self._previous.clear()
 
 
