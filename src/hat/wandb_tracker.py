@@ -4,8 +4,8 @@ The mode is ``logger.mode`` when set, else ``$WANDB_MODE``, else online when a W
 (``WANDB_API_KEY``, ``WANDB_IDENTITY_TOKEN_FILE`` or a netrc entry for the server) and offline
 otherwise; nothing ever prompts for a login. An online run whose server does not answer, or that
 cannot start within ``logger.init_timeout`` seconds, becomes an offline run, and a run that cannot
-start at all leaves the training with its local files; both with a warning. Every later W&B call that fails is
-reported once and skipped.
+start at all leaves the training with its local files; both with a warning. Every later W&B call
+that fails is reported once and skipped.
 """
 
 from __future__ import annotations

@@ -170,11 +170,12 @@ class PreemptionSignals:
 
 
 def requeue_through_submitit(stop: Preempted) -> None:
-    """Inside a submitit job stopped by submitit's preemption signal, with ``last`` written and the
-    handlers restored: hand the signal to submitit's own handler, which pickles the same call
-    (same overrides, same run folder) for the requeued job, runs ``scontrol requeue`` and exits.
-    The requeued job continues from ``last`` (``hardware=slurm`` sets ``resume: auto``).
-    Returns when this is not such a job, or on a rank other than 0 (submitit requeues from rank 0)."""
-    if in_submitit_job() and stop.signum == requeue_signal():
+    """Inside a submitit job (:func:`in_submitit_job`, the caller's check) stopped by submitit's
+    preemption signal, with ``last`` written and the handlers restored: hand the signal to
+    submitit's own handler, which pickles the same call (same overrides, same run folder) for the
+    requeued job, runs ``scontrol requeue`` and exits. The requeued job continues from ``last``
+    (``hardware=slurm`` sets ``resume: auto``). Returns when another signal stopped the job, or on a
+    rank other than 0 (submitit requeues from rank 0)."""
+    if stop.signum == requeue_signal():
         log.warning("handing %s to submitit to requeue this job", stop.signal_name)
         signal.raise_signal(stop.signum)
