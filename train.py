@@ -14,13 +14,8 @@ from hat.data.problems import DatasetError
 from hat.engine.distributed import CollectiveTimeout, from_environment, run_stamp
 from hat.engine.failures import TrainingDiverged, last_line
 from hat.engine.loop import train
-from hat.engine.preemption import (
-    EXIT_PREEMPTED,
-    Preempted,
-    PreemptionSignals,
-    in_submitit_job,
-    requeue_through_submitit,
-)
+from hat.engine.preemption import EXIT_PREEMPTED, Preempted, PreemptionSignals, in_submitit_job
+from hat.engine.slurm_job import SubmititJob, continue_command, leave_submitit_job
 from hat.wandb_tracker import override_tags, sweep_group
 
 EXIT_ERROR = 2  # a bad config or dataset: fix the input, do not retry as is
@@ -68,6 +63,17 @@ def _fail(error: BaseException, code: int):
     sys.exit(code)
 
 
+def submitit_job() -> SubmititJob:
+    """This SLURM job's launcher settings, run folder and the command that continues it."""
+    hydra_cfg = HydraConfig.get()
+    launcher = hydra_cfg.launcher
+    return SubmititJob(
+        int(launcher.timeout_min), int(launcher.signal_delay_s), int(launcher.max_num_timeout),
+        continue_command(list(hydra_cfg.overrides.task), hydra_cfg.sweep.dir, hydra_cfg.sweep.subdir),
+        Path(hydra_cfg.runtime.output_dir) / "checkpoints" / "last.pt",
+    )
+
+
 @hydra.main(config_path="conf", config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
     """Run one training job in Hydra's output directory; returns the validation monitor of the best
@@ -84,9 +90,7 @@ def main(cfg: DictConfig) -> float | None:
             _fail(error, 1)
         except Preempted as stop:
             if in_submitit_job():
-                signals.restore()  # submitit's own handlers back, for its requeue
-                requeue_through_submitit(stop)
-                raise
+                leave_submitit_job(stop, submitit_job(), signals)
             signals.ignore_until_exit()  # a second signal must not kill the process on its way out
             print(f"preempted: {stop} (exit status {EXIT_PREEMPTED})", file=sys.stderr)
             sys.exit(EXIT_PREEMPTED)

@@ -1,22 +1,26 @@
 """Stop at a safe point when asked to (a scheduler's warning, a time limit, Ctrl-C), with ``last`` written.
 
 Stop signals: SIGTERM (``kill``, ``timeout``, torchrun stopping its workers, SLURM at a time
-limit), SIGUSR1 and SIGUSR2 (what SLURM's ``--signal`` and submitit send before a time limit;
+limit, a requeue, a preemption or ``scancel``), SIGHUP (a closed terminal, a dropped SSH session),
+SIGUSR1 and SIGUSR2 (what SLURM's ``--signal`` and submitit send before a time limit;
 ``$SUBMITIT_PREEMPT_SIGNAL`` names submitit's if it is another) and SIGINT (Ctrl-C). While
 :class:`PreemptionSignals` is active, a stop signal only records that the run should stop; the
 training loop checks :attr:`PreemptionSignals.requested` after every optimizer step, writes
 ``last`` and raises :class:`Preempted`, which the entry point turns into exit status
-:data:`EXIT_PREEMPTED` (75, EX_TEMPFAIL: "try again") or, inside a submitit job, into submitit's
-own requeue. Scoring (validation, the final test) holds no training state, so inside
-:meth:`PreemptionSignals.interruptible` a signal stops it at once with :class:`StopRequested`.
+:data:`EXIT_PREEMPTED` (75, EX_TEMPFAIL: "try again") or, inside a submitit job, into a requeue
+(:mod:`hat.engine.slurm_job`). Scoring (validation, the final test) holds no training state, so
+inside :meth:`PreemptionSignals.interruptible` a signal stops it at once with :class:`StopRequested`.
 Repeated signals are acknowledged and do not interrupt the checkpoint being written, and once the
 run leaves with ``last`` written they are ignored (:meth:`PreemptionSignals.ignore_until_exit`).
 
-DataLoader workers would be processes of the same group, so a signal sent to the group (a
-terminal's Ctrl-C, ``kill -- -PGID``, GNU ``timeout``) would kill them and the run with them:
-they leave the group and ignore the stop signals (:func:`ignore_stop_signals`, their
-``worker_init_fn``), and are shut down by the main process, which
-:func:`iterate_workers_safely` keeps from being interrupted while it forks them.
+DataLoader workers never stop on their own: the main process alone decides, writes ``last`` and
+shuts them down. A signal can reach a worker two ways: through the process group (a terminal's
+Ctrl-C, ``kill -- -PGID``, GNU ``timeout``), which workers leave, and sent to each process by pid
+(SLURM signals every process of a job step, workers included), which they ignore; SIGTERM alone
+still ends a worker when its parent sends it (torch's shutdown of a worker that does not answer).
+:func:`ignore_stop_signals` (their ``worker_init_fn``) sets this up, and
+:func:`iterate_workers_safely` forks them with the stop signals held back, so that none arrives
+before it has.
 """
 
 from __future__ import annotations
@@ -49,7 +53,7 @@ def requeue_signal() -> signal.Signals:
 
 def stop_signals() -> tuple[signal.Signals, ...]:
     """Every signal that asks a run to stop, submitit's preemption signal included."""
-    names = ("SIGTERM", "SIGINT", "SIGUSR1", "SIGUSR2")
+    names = ("SIGTERM", "SIGHUP", "SIGINT", "SIGUSR1", "SIGUSR2")
     found = [signal.Signals[name] for name in names if hasattr(signal, name)]
     extra = requeue_signal()
     return tuple(found + ([extra] if extra not in found else []))
@@ -61,20 +65,34 @@ def in_submitit_job() -> bool:
 
 
 def ignore_stop_signals(worker_id: int = 0) -> None:
-    """``worker_init_fn`` of every DataLoader: the main process alone decides when the run stops and
-    shuts its workers down, so a worker leaves the parent's process group (signals sent to the
-    group: a terminal's Ctrl-C, ``kill -- -PGID``, GNU ``timeout``, do not reach it) and ignores
-    the stop signals sent to each process (SLURM signals every process of a job step). SIGTERM
-    keeps torch's worker handler, which ends the worker quietly when the main process sends it at
-    shutdown. The worker was forked with stop signals blocked (:func:`stop_signals_blocked`): a
-    SIGTERM that reached it meanwhile is consumed before they are unblocked."""
+    """``worker_init_fn`` of every DataLoader: the worker leaves the parent's process group and ignores
+    every stop signal, except a SIGTERM that its parent sends (see the module doc).
+
+    The worker was forked with stop signals blocked (:func:`stop_signals_blocked`). SIGTERM stays
+    blocked in every thread and a watcher thread takes each one with ``sigwaitinfo``, which tells
+    who sent it: from the parent the worker exits at once, from anyone else it is dropped. (A
+    handler cannot tell senders apart, and an ignored SIGTERM could not be taken at all: the kernel
+    discards it.) The others are ignored and unblocked; any of them already pending is discarded.
+    """
     os.setpgid(0, 0)
-    for signum in stop_signals():
-        if signum != signal.SIGTERM:
-            signal.signal(signum, signal.SIG_IGN)
-    if signal.SIGTERM in signal.sigpending():
-        signal.sigtimedwait([signal.SIGTERM], 0)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, stop_signals())
+    others = [signum for signum in stop_signals() if signum != signal.SIGTERM]
+    for signum in others:
+        signal.signal(signum, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _drop)  # torch's own handler would die of a stranger's SIGTERM
+    threading.Thread(target=_exit_on_parents_sigterm, args=(os.getppid(),), daemon=True,
+                     name="sigterm-from-parent").start()
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, others)
+
+
+def _drop(signum, frame) -> None:
+    """A stop signal that reached a worker's main thread after all: nothing to do."""
+
+
+def _exit_on_parents_sigterm(parent: int) -> None:
+    """A worker's watcher thread: end the worker on its parent's SIGTERM, drop everyone else's."""
+    while True:
+        if signal.sigwaitinfo([signal.SIGTERM]).si_pid == parent:
+            os._exit(0)
 
 
 @contextlib.contextmanager
@@ -96,13 +114,33 @@ def iterate_workers_safely(loader):
 
 
 class Preempted(Exception):
-    """The run stopped on a signal after writing ``last`` at optimizer step ``step``."""
+    """The run stopped on a signal after writing ``last`` at optimizer step ``step``; ``start_step``:
+    the step this process started (or resumed) from, so ``step == start_step`` means no progress."""
 
-    def __init__(self, signal_name: str, step: int, signum: int | None = None) -> None:
+    def __init__(self, signal_name: str, step: int, signum: int | None = None, start_step: int = 0) -> None:
         super().__init__(f"interrupted by {signal_name} at step {step}; `last` is written, resume with resume=auto")
         self.signal_name = signal_name
         self.step = step
         self.signum = signum
+        self.start_step = start_step
+
+    def __reduce__(self):
+        """Pickle by the constructor's arguments (submitit and Hydra ship the exception between
+        processes; the default would call ``Preempted(message)``)."""
+        return type(self), (self.signal_name, self.step, self.signum, self.start_step)
+
+
+def _leave_hung_up_terminal(fds: list[int]) -> None:
+    """After SIGHUP (the terminal closed): point ``fds`` (stdout and stderr where they were that
+    terminal) at /dev/null, so that no progress bar, log line or exit message fails writing to it
+    and the run still ends with ``last`` written and its exit status (the log file keeps every line)."""
+    for fd in fds:
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, fd)
+            os.close(devnull)
+        except OSError:
+            continue
 
 
 class StopRequested(Exception):
@@ -121,9 +159,12 @@ class PreemptionSignals:
         self.signum: int | None = None
         self._interruptible = False
         self._previous: dict[int, object] = {}
+        self._terminal_fds: list[int] = []  # stdout, stderr: those that are a terminal on entry
 
     def _handle(self, signum, frame) -> None:
         name = signal.Signals(signum).name
+        if signum == signal.SIGHUP:
+            _leave_hung_up_terminal(self._terminal_fds)
         if self.requested is None:
             self.requested, self.signum = name, signum
             log.warning("received %s: stopping at the next safe point, writing `last`, then exiting", name)
@@ -146,6 +187,7 @@ class PreemptionSignals:
             self._interruptible = False
 
     def __enter__(self) -> PreemptionSignals:
+        self._terminal_fds = [fd for fd in (1, 2) if os.isatty(fd)]
         if threading.current_thread() is threading.main_thread():
             for signum in stop_signals():
                 self._previous[signum] = signal.signal(signum, self._handle)
@@ -167,15 +209,3 @@ class PreemptionSignals:
         for signum in self._previous:
             signal.signal(signum, signal.SIG_IGN)
         self._previous.clear()
-
-
-def requeue_through_submitit(stop: Preempted) -> None:
-    """Inside a submitit job (:func:`in_submitit_job`, the caller's check) stopped by submitit's
-    preemption signal, with ``last`` written and the handlers restored: hand the signal to
-    submitit's own handler, which pickles the same call (same overrides, same run folder) for the
-    requeued job, runs ``scontrol requeue`` and exits. The requeued job continues from ``last``
-    (``hardware=slurm`` sets ``resume: auto``). Returns when another signal stopped the job, or on a
-    rank other than 0 (submitit requeues from rank 0)."""
-    if stop.signum == requeue_signal():
-        log.warning("handing %s to submitit to requeue this job", stop.signal_name)
-        signal.raise_signal(stop.signum)

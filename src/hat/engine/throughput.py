@@ -52,3 +52,14 @@ class ThroughputMeter:
             metrics["train/peak_mem_gb"] = torch.cuda.max_memory_allocated(self.device) / 2**30
         self._reset()
         return metrics
+
+
+def progress_line(epoch: int, step: int, total_steps: int, loss: float, rates: dict[str, float]) -> str:
+    """One plain progress line for a log without a progress bar (no terminal: SLURM, nohup, a file):
+    epoch, step of ``total_steps``, loss, samples/s, data-wait share, time per step and the time
+    left at that pace (``rates``: :meth:`ThroughputMeter.read_and_reset`)."""
+    step_time = rates["train/step_time_s"]
+    left = int(max(total_steps - step, 0) * step_time)
+    return (f"epoch {epoch} step {step}/{total_steps}: loss {loss:.4f}, {rates['train/samples_per_s']:.1f} samples/s, "
+            f"data wait {100 * rates['train/data_wait_share']:.0f}%, {step_time:.3f} s/step, "
+            f"{left // 3600}:{left % 3600 // 60:02d}:{left % 60:02d} left")

@@ -22,7 +22,7 @@ from hat.engine.profiling import StepProfiler
 from hat.engine.resume import resume_training
 from hat.engine.step import training_step, wrap_for_training
 from hat.engine.test_report import report_scores
-from hat.engine.throughput import ThroughputMeter
+from hat.engine.throughput import ThroughputMeter, progress_line
 from hat.engine.training_parts import build_tracker, build_training
 from hat.provenance import provenance
 from hat.run_spec import RunSpec
@@ -54,6 +54,7 @@ class TrainingRun:
         self.config = to_plain(cfg)
         self.max_steps = spec.train.max_steps or math.inf
         self._saved_step: int | None = None  # the step this run's `last` holds
+        self.start_step = 0  # the step this process started or resumed from (set by setup)
         self._step_fn, self._wrapped_frozen = None, None
         self.tracker = NullTracker()  # until setup() starts the run's own
         self.profiler = StepProfiler(spec.train.profile_steps, run_dir / "profile", runtime.device)
@@ -65,6 +66,7 @@ class TrainingRun:
         self.parts = build_training(self.cfg, self.spec, self.config, self.ranks, self.runtime)
         self.state, self.model, self.splits = self.parts.state, self.parts.state.model, self.parts.splits
         tracker_run_id = self.resume()
+        self.start_step = self.state.step
         self.tracker = (build_tracker(self.cfg.logger, self.run_dir, self.config, tracker_run_id, self.state.step)
                         if self.ranks.is_main else NullTracker())
         return self
@@ -132,7 +134,8 @@ class TrainingRun:
     def _preempted(self) -> Preempted:
         """The exception that ends a run asked to stop (on any rank), with ``last`` on disk."""
         self.tracker.log_metrics({"train/preempted_at_step": self.state.step}, self.state.step)
-        return Preempted(self.signals.requested or "a signal on another rank", self.state.step, self.signals.signum)
+        return Preempted(self.signals.requested or "a signal on another rank", self.state.step, self.signals.signum,
+                         self.start_step)
 
     def _any_rank_asked_to_stop(self) -> bool:
         return agree([self.signals.requested is not None], self.runtime.device)[0]
@@ -221,6 +224,13 @@ class TrainingRun:
         metrics = {"train/loss": loss.item(), "train/lr": top_rate, **rates,
                    "train/epoch": self.state.epoch, "train/encoders_frozen": float(self._wrapped_frozen)}
         self.tracker.log_metrics(metrics, self.state.step)
+        if bar.disable and self.ranks.is_main:  # no terminal to draw the bar on: a line in the log instead
+            log.info(progress_line(self.state.epoch, self.state.step, self._total_steps(), loss.item(), rates))
+
+    def _total_steps(self) -> int:
+        """The optimizer steps of the whole training: every epoch's batches, or ``train.max_steps``."""
+        every_epoch = self.spec.train.epochs * self.parts.sampler.batches_per_epoch
+        return int(min(every_epoch, self.max_steps))
 
     def _score(self, split: str) -> list[torch.Tensor]:
         """Score a split; a single process stops at once on a stop signal (:class:`StopRequested`)
