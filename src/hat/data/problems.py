@@ -18,6 +18,11 @@ class DatasetError(ValueError):
         self.problems = list(problems)
         super().__init__(format_problems(self.problems))
 
+    def __reduce__(self):
+        """Pickle by the problems (submitit and Hydra ship the error to a sweep's client); the default
+        would rebuild it from its message, one problem per character."""
+        return type(self), (self.problems,)
+
 
 def format_problems(problems: Sequence[str]) -> str:
     """``"N problem(s) found in the dataset:"`` then one indented line per problem, at most ``MAX_LISTED``."""
