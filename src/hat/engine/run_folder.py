@@ -1,55 +1,75 @@
-"""The run folder a training owns: writable, locked against a second run, never silently overwritten.
+"""The run folder a training owns: writable, held by one live run, never silently overwritten.
 
 Process 0 takes the folder before any work (:meth:`RunFolder.acquire`): it checks that
-``checkpoints/`` can be written, takes an exclusive lock on ``<run dir>/.lock`` (released by the
-kernel when the process ends, however it ends, so a killed or requeued run never leaves a stale
-lock), and removes the temporary files that a writer killed mid-write left behind
-(``.last.pt.<random>.tmp``: as large as a checkpoint). A fresh run (``resume=null``) into a folder
-that already holds checkpoints stops instead of overwriting them.
+``checkpoints/`` can be written, takes the lock record ``<run dir>/.lock`` (:mod:`hat.engine.folder_lock`:
+one live run per folder across hosts, judged by pid on this host, by heartbeat from another, and by
+SLURM's restart count for a requeued job, so a killed, crashed or ghost holder is taken over with a
+warning instead of blocking the folder), and removes the temporary files that a writer killed
+mid-write left behind (``.last.pt.<random>.tmp``: as large as a checkpoint). A fresh run
+(``resume=null``) into a folder that already holds checkpoints stops instead of overwriting them.
+
+While it trains, the holder asks :meth:`RunFolder.check_held` whether the folder is still its own:
+a run taken over (it counted as dead, e.g. a node that stopped answering while SLURM requeued the
+job) gets :class:`RunFolderTakenOver` and stops without writing.
 """
 
 from __future__ import annotations
 
-import fcntl
 import logging
-import os
-import socket
 import tempfile
-import time
 from pathlib import Path
 
-from hat.checks import ConfigError
+from hat.engine.folder_lock import CHECK_EVERY_S, HEARTBEAT_S, LOCK_NAME, FolderLock, RunFolderError, RunFolderTakenOver
 
 log = logging.getLogger(__name__)
 
-LOCK_NAME = ".lock"
+__all__ = ["LOCK_NAME", "RunFolder", "RunFolderError", "RunFolderTakenOver"]
+
 CHECKPOINT_NAMES = ("last.pt", "best.pt")
 
 
-class RunFolderError(ConfigError):
-    """The run folder cannot be used: not writable, in use by another run, or holding another run's checkpoints."""
-
-
 class RunFolder:
-    """``run_dir`` and its ``checkpoints/`` folder, held by this process from :meth:`acquire` to :meth:`release`."""
+    """``run_dir`` and its ``checkpoints/`` folder, held by this process from :meth:`acquire` to :meth:`release`.
 
-    def __init__(self, run_dir: Path) -> None:
-        self.run_dir = run_dir
-        self.checkpoints = run_dir / "checkpoints"
-        self._lock: int | None = None
+    ``heartbeat_s``, ``stale_after_s``, ``check_every_s``: the lock's timing (:class:`FolderLock`).
+    """
+
+    def __init__(self, run_dir: Path, *, heartbeat_s: float = HEARTBEAT_S, stale_after_s: float | None = None,
+                 check_every_s: float = CHECK_EVERY_S) -> None:
+        self.run_dir = Path(run_dir)
+        self.checkpoints = self.run_dir / "checkpoints"
+        self._lock = FolderLock(self.run_dir, heartbeat_s=heartbeat_s, stale_after_s=stale_after_s,
+                                check_every_s=check_every_s)
+
+    @property
+    def held(self) -> bool:
+        """Whether this object acquired the folder and has not released it yet."""
+        return self._lock.held
 
     def acquire(self, resume) -> None:
-        """Check, lock and clean the folder for a run with this ``resume`` setting (see the module doc)."""
+        """Check, lock and clean the folder for a run with this ``resume`` setting (see the module doc).
+
+        Raises :class:`RunFolderError`; the folder is not held then.
+        """
         self._check_writable()
-        self._take_lock()
-        self._remove_stale_temporaries()
-        if resume is None:
-            self._refuse_overwrite()
+        self._lock.acquire()
+        try:
+            self._remove_stale_temporaries()
+            if resume is None:
+                self._refuse_overwrite()
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def check_held(self, *, fresh: bool = False) -> None:
+        """Raise :class:`RunFolderTakenOver` if another run took the folder over (see
+        :meth:`FolderLock.check_held`: cheap enough for every step; ``fresh=True`` before writing a
+        checkpoint). Does nothing where the folder is not held (ranks other than 0)."""
+        self._lock.check_held(fresh=fresh)
 
     def release(self) -> None:
-        if self._lock is not None:
-            os.close(self._lock)
-            self._lock = None
+        """Give the folder up (removing the lock record only while it is still this run's); safe to repeat."""
+        self._lock.release()
 
     def _check_writable(self) -> None:
         try:
@@ -61,23 +81,6 @@ class RunFolder:
                 f"the run folder {self.run_dir} cannot be written ({error.strerror or error}): "
                 f"give a writable hydra.run.dir=PATH"
             ) from None
-
-    def _take_lock(self) -> None:
-        path = self.run_dir / LOCK_NAME
-        handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            holder = _read_holder(handle)
-            os.close(handle)
-            raise RunFolderError(
-                f"the run folder {self.run_dir} is in use by another run ({holder}); wait for it to end, "
-                f"or give this run its own hydra.run.dir=PATH"
-            ) from None
-        os.ftruncate(handle, 0)
-        since = time.strftime("%Y-%m-%d %H:%M:%S")
-        os.write(handle, f"pid {os.getpid()} on {socket.gethostname()} since {since}".encode())
-        self._lock = handle
 
     def _remove_stale_temporaries(self) -> None:
         for folder in (self.run_dir, self.checkpoints):
@@ -92,12 +95,4 @@ class RunFolder:
                 f"the run folder {self.run_dir} already holds checkpoints ({', '.join(found)}) from an earlier "
                 f"run; continue it with resume=auto, or start a new run in another folder (hydra.run.dir=PATH)"
             )
-
-
-def _read_holder(handle: int) -> str:
-    """What the lock holder wrote about itself, or a stand-in when it wrote nothing yet."""
-    try:
-        return os.pread(handle, 200, 0).decode(errors="replace").strip() or "process unknown"
-    except OSError:
-        return "process unknown"
 
