@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import json
 import os
+import pty
+import select
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -30,7 +33,7 @@ from hat.engine.preemption import (
     stop_signals,
 )
 
-STOP_SIGNALS = [signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2]
+STOP_SIGNALS = [signal.SIGTERM, signal.SIGHUP, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2]
 RUN = [*TINY_RUN, "train.epochs=3", "train.log_every=1", "logger=none"]
 
 
@@ -182,32 +185,87 @@ def _train(run_dir, *extra) -> subprocess.Popen:
 
 
 
-@pytest.mark.slow
-def test_sigterm_to_the_process_group_with_loader_workers_writes_last_and_resumes_identically(tmp_path):
-    """`kill -- -PGID` (GNU timeout, a terminal, torchrun's agent) reaches the loader workers too:
-    they ignore it, the run finishes its step, writes `last` and exits 75, also when signalled twice."""
-    workers = "hardware.num_workers=2", "train.epochs=2"
-    straight = _train(tmp_path / "straight", *workers)
-    interrupted_dir = tmp_path / "interrupted"
-    interrupted = _train(interrupted_dir, *workers)
-    wait_for_step(interrupted_dir / "metrics.jsonl", 3, interrupted)
-    os.killpg(interrupted.pid, signal.SIGTERM)
+def _descendants(pid: int) -> list[int]:
+    """Every process under ``pid`` (its loader workers), from /proc."""
+    found = []
+    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        found += [int(child), *_descendants(int(child))]
+    return found
+
+
+def _sigterm_the_group_twice(pid: int) -> None:
+    """`kill -- -PGID` (GNU timeout, a terminal, torchrun's agent), repeated 0.2 s later."""
+    os.killpg(pid, signal.SIGTERM)
     time.sleep(0.2)
-    os.killpg(interrupted.pid, signal.SIGTERM)
+    os.killpg(pid, signal.SIGTERM)
+
+
+def _sigterm_every_process(pid: int) -> None:
+    """What SLURM does to a job step: SIGTERM to each of its processes by pid, loader workers included."""
+    workers = _descendants(pid)
+    assert len(workers) >= 2, "the run should have its loader workers by now"
+    for each in [*workers, pid]:
+        os.kill(each, signal.SIGTERM)
+
+
+@pytest.fixture(scope="module")
+def straight_run_with_workers(tmp_path_factory) -> Path:
+    """The last checkpoint of the loader-worker run below, trained without a stop."""
+    run_dir = tmp_path_factory.mktemp("straight")
+    straight = _train(run_dir, *WITH_WORKERS)
+    assert straight.wait(timeout=300) == 0, straight.communicate()[1][-3000:]
+    return run_dir / "checkpoints" / "last.pt"
+
+
+WITH_WORKERS = "hardware.num_workers=2", "train.epochs=2"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("send", [_sigterm_the_group_twice, _sigterm_every_process], ids=["group", "every-process"])
+def test_sigterm_with_loader_workers_writes_last_and_resumes_identically(tmp_path, straight_run_with_workers, send):
+    """Loader workers survive a SIGTERM sent to the group or to each of them: the run finishes its
+    step, writes `last` and exits 75, and resuming ends on the weights of the run never stopped."""
+    interrupted = _train(tmp_path, *WITH_WORKERS)
+    wait_for_step(tmp_path / "metrics.jsonl", 3, interrupted)
+    send(interrupted.pid)
     _, stderr = interrupted.communicate(timeout=120)
     assert interrupted.returncode == EXIT_PREEMPTED, stderr[-3000:]
     assert "interrupted by SIGTERM" in stderr and "killed by signal" not in stderr
 
-    stopped = load_checkpoint(interrupted_dir / "checkpoints" / "last.pt")
+    stopped = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
     assert 3 <= stopped["step"] and 0 < stopped["batch"] < 15, "the checkpoint should sit inside an epoch"
-    lines = (interrupted_dir / "metrics.jsonl").read_text().splitlines()
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
     assert json.loads(lines[-1])["train/preempted_at_step"] == stopped["step"]
 
-    resumed = _train(interrupted_dir, *workers, "resume=auto")
+    resumed = _train(tmp_path, *WITH_WORKERS, "resume=auto")
     assert resumed.wait(timeout=300) == 0, resumed.communicate()[1][-3000:]
-    assert straight.wait(timeout=300) == 0, straight.communicate()[1][-3000:]
-    a = load_checkpoint(tmp_path / "straight" / "checkpoints" / "last.pt")
-    b = load_checkpoint(interrupted_dir / "checkpoints" / "last.pt")
+    a = load_checkpoint(straight_run_with_workers)
+    b = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
     assert a["step"] == b["step"] == 30
     for name, tensor in a["model"].items():
         assert torch.equal(tensor, b["model"][name]), name
+
+
+@pytest.mark.slow
+def test_a_closed_terminal_sighup_mid_epoch_writes_last_and_exits_75(tmp_path):
+    """A run in a real terminal (a pty) whose terminal goes away: the kernel sends SIGHUP, the run
+    writes `last` at the step reached and exits 75, though nothing it prints can be shown any more."""
+    pid, terminal = pty.fork()
+    if pid == 0:  # the child: a session leader whose controlling terminal is the pty
+        os.chdir(ROOT)
+        os.execv(sys.executable, [sys.executable, "train.py", *RUN, *WITH_WORKERS, f"hydra.run.dir={tmp_path}"])
+    metrics, shown = tmp_path / "metrics.jsonl", bytearray()
+    deadline = time.monotonic() + 180
+    while not (metrics.is_file() and '"step": 3' in metrics.read_text()):
+        assert time.monotonic() < deadline, f"no step 3 within 180 s: {shown[-3000:].decode(errors='replace')}"
+        if select.select([terminal], [], [], 0.1)[0]:  # keep reading, as a terminal does
+            shown += os.read(terminal, 65536)
+    os.close(terminal)
+    _, status = os.waitpid(pid, 0)
+    log = (tmp_path / "train.log").read_text()
+    assert os.waitstatus_to_exitcode(status) == EXIT_PREEMPTED, log[-3000:]
+    assert "received SIGHUP" in log
+    stopped = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
+    assert 3 <= stopped["step"] and 0 < stopped["batch"] < 15, "the checkpoint should sit inside an epoch"
+    lines = metrics.read_text().splitlines()
+    assert json.loads(lines[-1])["train/preempted_at_step"] == stopped["step"]
