@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, TINY_RUN
+from conftest import ROOT, TINY_RUN, wait_for_step
 from hat.engine.loop import train
 from hat.engine.preemption import EXIT_PREEMPTED
 from hat.engine.run_folder import RunFolder, RunFolderError
@@ -85,3 +85,33 @@ def test_two_runs_in_one_folder_the_second_refuses_within_seconds(tmp_path):
     steps = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()
              if "train/loss" in line]
     assert steps == list(range(1, steps[-1] + 1)), "only the first run wrote metrics, each step once"
+
+
+@pytest.mark.slow
+def test_a_ghost_whose_folder_was_taken_over_stops_without_writing(tmp_path, monkeypatch):
+    """SLURM requeued a job whose node stopped answering, and the old processes still train: the
+    requeued job (restart 1 of the same SLURM job) takes the folder over, and the ghost (restart 0)
+    stops at its next check with the new holder named, writing no checkpoint from then on."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "SLURM_JOB_ID": "4242", "SLURM_RESTART_COUNT": "0"}
+    ghost = subprocess.Popen(
+        [sys.executable, "train.py", *TINY_RUN, "train.epochs=40", "train.log_every=1", "logger=none",
+         f"hydra.run.dir={tmp_path}"],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    wait_for_step(tmp_path / "metrics.jsonl", 16, ghost)  # past the first epoch: `last` and `best` exist
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    requeued = RunFolder(tmp_path)
+    requeued.acquire(resume="auto")
+    try:
+        written = {name: (tmp_path / "checkpoints" / name).read_bytes() for name in ("last.pt", "best.pt")}
+        _, stderr = ghost.communicate(timeout=120)
+        assert ghost.returncode == 2, stderr[-3000:]
+        assert f"error: the run folder {tmp_path} was taken over by pid {os.getpid()}" in stderr, stderr[-3000:]
+        for name, content in written.items():
+            assert (tmp_path / "checkpoints" / name).read_bytes() == content, f"the ghost wrote {name}"
+        requeued.check_held(fresh=True)  # the ghost left the new holder's record alone
+    finally:
+        requeued.release()
+        if ghost.poll() is None:
+            ghost.kill()

@@ -69,13 +69,14 @@ def test_overfit_batches_trains_on_the_same_first_pairs_every_epoch(tmp_path, ti
     from hat.config import validate_train_config
     from hat.engine.distributed import Distributed
     from hat.engine.preemption import PreemptionSignals
+    from hat.engine.run_folder import RunFolder
     from hat.engine.training_run import TrainingRun
     from hat.runtime import resolve_runtime
 
     cfg = tiny_config("train.overfit_batches=2")
     with PreemptionSignals() as signals:
-        run = TrainingRun(cfg, validate_train_config(cfg), tmp_path, Distributed(), resolve_runtime(cfg.hardware),
-                          signals).setup()
+        run = TrainingRun(cfg, validate_train_config(cfg), RunFolder(tmp_path), Distributed(),
+                          resolve_runtime(cfg.hardware), signals).setup()
     sampler = run.parts.sampler
     assert sampler.batches_per_epoch == 2
     for epoch in range(3):

@@ -42,21 +42,21 @@ def train(cfg, run_dir: Path, signals: PreemptionSignals | None = None) -> Train
         folder.acquire(cfg.get("resume"))
     try:
         if signals is not None:
-            return _run(cfg, spec, run_dir, ranks, signals)
+            return _run(cfg, spec, folder, ranks, signals)
         with PreemptionSignals() as own_signals:
-            return _run(cfg, spec, run_dir, ranks, own_signals)
+            return _run(cfg, spec, folder, ranks, own_signals)
     finally:
         folder.release()
 
 
-def _run(cfg, spec: RunSpec, run_dir: Path, ranks, signals: PreemptionSignals) -> TrainOutcome:
+def _run(cfg, spec: RunSpec, folder: RunFolder, ranks, signals: PreemptionSignals) -> TrainOutcome:
     runtime = resolve_runtime(cfg.hardware, ranks.local_rank)
     timeout_s = float(cfg.hardware.dist_timeout)
     init_process_group(ranks, runtime.device.type, timeout_s)
     exit_code = 1  # until the run returns
     run = None
     try:
-        run = TrainingRun(cfg, spec, run_dir, ranks, runtime, signals)
+        run = TrainingRun(cfg, spec, folder, ranks, runtime, signals)
         outcome = run.setup().fit()
         exit_code = 0
         return outcome

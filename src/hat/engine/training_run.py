@@ -20,6 +20,7 @@ from hat.engine.failures import bad_training_image, diverged
 from hat.engine.preemption import Preempted, PreemptionSignals, StopRequested, iterate_workers_safely
 from hat.engine.profiling import StepProfiler
 from hat.engine.resume import resume_training
+from hat.engine.run_folder import RunFolder, RunFolderTakenOver
 from hat.engine.step import training_step, wrap_for_training
 from hat.engine.test_report import report_scores
 from hat.engine.throughput import ThroughputMeter, progress_line
@@ -45,19 +46,20 @@ class TrainingRun:
     """One training: its parts (:class:`hat.engine.training_parts.TrainingParts`), the state the steps
     change (``self.state``), the tracker, and the verbs that move it on."""
 
-    def __init__(self, cfg, spec: RunSpec, run_dir: Path, ranks, runtime, signals: PreemptionSignals) -> None:
+    def __init__(self, cfg, spec: RunSpec, folder: RunFolder, ranks, runtime, signals: PreemptionSignals) -> None:
         """``cfg``: the run config (what checkpoints store; the seed, hardware, logger, resume and
         initial weights are read from it); ``spec``: what :func:`hat.config.validate_train_config`
-        resolved the rest to."""
+        resolved the rest to; ``folder``: the run folder, acquired by process 0, which checks before
+        every step and every write that the folder is still its own."""
         self.cfg, self.spec, self.ranks, self.runtime, self.signals = cfg, spec, ranks, runtime, signals
-        self.run_dir, self.checkpoints = run_dir, run_dir / "checkpoints"
+        self.folder, self.run_dir, self.checkpoints = folder, folder.run_dir, folder.checkpoints
         self.config = to_plain(cfg)
         self.max_steps = spec.train.max_steps or math.inf
         self._saved_step: int | None = None  # the step this run's `last` holds
         self.start_step = 0  # the step this process started or resumed from (set by setup)
         self._step_fn, self._wrapped_frozen = None, None
         self.tracker = NullTracker()  # until setup() starts the run's own
-        self.profiler = StepProfiler(spec.train.profile_steps, run_dir / "profile", runtime.device)
+        self.profiler = StepProfiler(spec.train.profile_steps, self.run_dir / "profile", runtime.device)
 
     def setup(self) -> TrainingRun:
         """Build the parts, resume from ``resume``'s checkpoint (if any) and start the tracker."""
@@ -75,7 +77,9 @@ class TrainingRun:
 
     def save(self, *names: str) -> None:
         """Write this moment's checkpoint under each of ``names`` (see :mod:`hat.engine.checkpoint`);
-        every rank gives its RNG state, rank 0 writes, every rank waits for it."""
+        every rank gives its RNG state, rank 0 writes, every rank waits for it. A run whose folder
+        was taken over writes nothing."""
+        self._stop_if_taken_over(fresh=True)
         checkpoint = {
             "format": CHECKPOINT_FORMAT,
             **self.state.state_dict(),
@@ -136,6 +140,20 @@ class TrainingRun:
         self.tracker.log_metrics({"train/preempted_at_step": self.state.step}, self.state.step)
         return Preempted(self.signals.requested or "a signal on another rank", self.state.step, self.signals.signum,
                          self.start_step)
+
+    def _taken_over(self, fresh: bool = False) -> RunFolderTakenOver | None:
+        """Process 0's word that another run took the folder over (None: still ours, or another rank)."""
+        try:
+            self.folder.check_held(fresh=fresh)
+        except RunFolderTakenOver as error:
+            return error
+        return None
+
+    def _stop_if_taken_over(self, fresh: bool = False) -> None:
+        """Raise :class:`RunFolderTakenOver` on every rank when the folder is no longer this run's."""
+        taken = self._taken_over(fresh)
+        if agree([taken is not None], self.runtime.device)[0]:
+            raise taken or _taken_over_elsewhere(self.run_dir)
 
     def _any_rank_asked_to_stop(self) -> bool:
         return agree([self.signals.requested is not None], self.runtime.device)[0]
@@ -204,8 +222,11 @@ class TrainingRun:
         s.optimizer.zero_grad(set_to_none=True)
         chunks = self.spec.train.accumulate
         loss = training_step(self.model, self._step_fn, s.loss, batch, self.runtime, s.scaler, chunks)
-        not_finite, stop = agree([not bool(torch.isfinite(loss)), self.signals.requested is not None],
-                                 self.runtime.device)
+        taken = self._taken_over()
+        flags = [not bool(torch.isfinite(loss)), self.signals.requested is not None, taken is not None]
+        not_finite, stop, taken_any = agree(flags, self.runtime.device)
+        if taken_any:
+            raise taken or _taken_over_elsewhere(self.run_dir)
         if not_finite:
             raise diverged(loss.item(), s.step + 1, s.epoch, s.batch + 1, self.checkpoints / "last.pt",
                            self._saved_step)
@@ -279,6 +300,7 @@ class TrainingRun:
         s = self.state
         if self._any_rank_asked_to_stop():
             raise self._preempted()  # `last` holds the finished training: a resumed run only tests
+        self._stop_if_taken_over(fresh=True)
         best_path = self.checkpoints / "best.pt"
         self.model.load_state_dict(load_checkpoint(best_path)["model"])
         try:
@@ -297,3 +319,9 @@ class TrainingRun:
         if self.ranks.is_main:
             self.tracker.log_file(results)
         return TrainOutcome(test, s.best_metric, s.best_epoch)
+
+
+def _taken_over_elsewhere(run_dir: Path) -> RunFolderTakenOver:
+    """What a rank other than 0 raises when process 0 found the folder taken over."""
+    return RunFolderTakenOver(f"the run folder {run_dir} was taken over by another run (process 0 found it); "
+                              f"this process stops without writing")
