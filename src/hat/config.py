@@ -20,6 +20,7 @@ from hat.optim.build import OPTIMIZERS
 from hat.optim.schedule import SCHEDULES
 from hat.run_spec import OptimSpec, RunSpec, TrainSpec
 from hat.runtime import COMPILE_MODES, DEVICES, PRECISIONS
+from hat.threads import check_threads_setting
 from hat.tracking import LOGGERS
 from hat.wandb_tracker import MODES, normalise_mode
 
@@ -138,6 +139,8 @@ def _check_hardware(cfg) -> None:
         if not torch.cuda.is_available():
             raise ConfigError("hardware.device=cuda but no CUDA GPU is available; use hardware=auto or hardware=cpu")
     require_int("hardware.num_workers", cfg.num_workers, 0, why="data-loading processes; 0 loads in the main process")
+    if "threads" in cfg:
+        check_threads_setting(cfg.threads)
     require_number("hardware.dist_timeout", cfg.dist_timeout, 0, exclusive=True,
                    why="seconds a collective waits for a stopped process")
     if cfg.get("compile_mode", "default") not in COMPILE_MODES:

@@ -1,4 +1,4 @@
-"""Device, precision and autocast resolved from the ``hardware`` config."""
+"""Device, precision, autocast and CPU threads resolved from the ``hardware`` config."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import logging
 from dataclasses import dataclass
 
 import torch
+
+from hat.threads import apply_threads
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +28,7 @@ class Runtime:
     pin_memory: bool
     compile: bool
     compile_mode: str = "default"
+    threads: int | None = None  # torch's compute threads, set by resolve_runtime (None: left as torch had them)
 
     def autocast(self):
         """Autocast to bf16/fp16 for this device; a no-op context for fp32."""
@@ -54,7 +57,9 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 def resolve_runtime(cfg, local_rank: int = 0) -> Runtime:
     """``device: auto`` takes the GPU when there is one (``cuda:local_rank`` under torchrun);
     ``precision: auto`` is bf16 on GPUs that support it, else fp16, and fp32 on the CPU.
-    ``torch.compile`` is never used on the CPU."""
+    ``torch.compile`` is never used on the CPU. ``threads`` sets this process's compute threads
+    (:func:`hat.threads.apply_threads`, which logs the choice); a config without the key (written
+    before it existed, or built by hand) leaves torch's thread count as it is."""
     kind = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
     device = torch.device(kind, local_rank) if kind == "cuda" else torch.device(kind)
     precision = resolve_precision(cfg.precision, device)
@@ -64,4 +69,5 @@ def resolve_runtime(cfg, local_rank: int = 0) -> Runtime:
         compile_model = False
     pin_memory = device.type == "cuda" if cfg.pin_memory == "auto" else bool(cfg.pin_memory)
     mode = cfg.get("compile_mode", "default")
-    return Runtime(device, precision, int(cfg.num_workers), pin_memory, compile_model, mode)
+    threads = apply_threads(cfg.threads, int(cfg.num_workers)).threads if "threads" in cfg else None
+    return Runtime(device, precision, int(cfg.num_workers), pin_memory, compile_model, mode, threads)
