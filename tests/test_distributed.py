@@ -87,11 +87,44 @@ def _worker_pids(agent: int) -> dict[int, int]:
     return pids
 
 
-def test_sigterm_to_torchrun_s_process_group_writes_last_and_every_rank_exits_75(tmp_path):
+WITH_WORKERS = ("hardware.num_workers=2",)
+
+
+@pytest.fixture(scope="module")
+def straight_torchrun(tmp_path_factory) -> Path:
+    """The last checkpoint of the two-process run with loader workers below, never stopped."""
+    run_dir = tmp_path_factory.mktemp("straight")
+    agent = _torchrun_training(run_dir, *WITH_WORKERS)
+    assert agent.wait(timeout=300) == 0, agent.communicate()[1][-3000:]
+    return run_dir / "checkpoints" / "last.pt"
+
+
+def _descendants(pid: int) -> list[int]:
+    found = []
+    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        found += [int(child), *_descendants(int(child))]
+    return found
+
+
+def _sigterm_the_group(agent: int) -> None:
+    os.killpg(agent, signal.SIGTERM)  # the agent forwards it too: each rank gets it twice
+
+
+def _sigterm_every_process(agent: int) -> None:
+    """As SLURM stops a job step: SIGTERM to the agent, each rank and each loader worker, by pid."""
+    processes = _descendants(agent)
+    assert len(processes) >= 6, "two ranks with two loader workers each"
+    for pid in [*processes, agent]:
+        os.kill(pid, signal.SIGTERM)
+
+
+@pytest.mark.parametrize("send", [_sigterm_the_group, _sigterm_every_process], ids=["group", "every-process"])
+def test_sigterm_to_a_torchrun_job_with_workers_writes_last_every_rank_exits_75_and_resume_is_exact(
+        tmp_path, straight_torchrun, send):
     run_dir = tmp_path / "run"
-    agent = _torchrun_training(run_dir)
+    agent = _torchrun_training(run_dir, *WITH_WORKERS)
     wait_for_step(run_dir / "metrics.jsonl", 3, agent)
-    os.killpg(agent.pid, signal.SIGTERM)  # the agent forwards it too: each worker gets it twice
+    send(agent.pid)
     _, stderr = agent.communicate(timeout=120)
     last = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
     assert 3 <= last["step"] < 45 and len(last["rng"]) == 2
@@ -99,6 +132,15 @@ def test_sigterm_to_torchrun_s_process_group_writes_last_and_every_rank_exits_75
     assert json.loads(lines[-1])["train/preempted_at_step"] == last["step"]
     stopped = re.findall(r"preempted: interrupted by SIGTERM at step (\d+)", stderr)  # one line per rank
     assert stopped == [str(last["step"])] * 2 and stderr.count("(exit status 75)") == 2, stderr[-3000:]
+    assert "killed by signal" not in stderr
+
+    resumed = _torchrun_training(run_dir, *WITH_WORKERS, "resume=auto")
+    assert resumed.wait(timeout=300) == 0, resumed.communicate()[1][-3000:]
+    a = torch.load(straight_torchrun, weights_only=True)
+    b = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
+    assert a["step"] == b["step"] == 45
+    for name, tensor in a["model"].items():
+        assert torch.equal(tensor, b["model"][name]), name
 
 
 def test_a_stopped_process_fails_the_run_after_dist_timeout_instead_of_blocking_it(tmp_path):
