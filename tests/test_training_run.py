@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import pytest
 
@@ -90,3 +91,15 @@ def test_profile_steps_write_a_trace_of_the_training_steps(tmp_path, tiny_config
     assert len(traces) == 1
     events = json.loads(traces[0].read_text())["traceEvents"]
     assert any(event.get("name") == "ProfilerStep#2" for event in events)  # the steps after skip + warmup
+
+
+def test_without_a_terminal_the_log_gets_a_progress_line_every_log_every_steps(tmp_path, tiny_config, caplog):
+    """Under SLURM, nohup or a log file tqdm draws nothing: the log says how the training goes instead."""
+    caplog.set_level("INFO", logger="hat.engine.training_run")
+    train(tiny_config("train.epochs=1", "train.log_every=5", "logger=none"), tmp_path)  # pytest's output is no tty
+    lines = [record.getMessage() for record in caplog.records if " s/step, " in record.getMessage()]
+    assert [line.split(":")[0] for line in lines] == [f"epoch 0 step {s}/{STEPS_PER_EPOCH}" for s in (5, 10, 15)]
+    pattern = (r"epoch 0 step 5/15: loss \d+\.\d{4}, \d+\.\d samples/s, data wait \d+%, \d+\.\d{3} s/step, "
+               r"\d+:\d\d:\d\d left")
+    assert re.fullmatch(pattern, lines[0]), lines[0]
+    assert lines[-1].endswith("0:00:00 left")
