@@ -53,14 +53,16 @@ def test_the_continue_command_quotes_what_the_shell_would_split():
                        "hydra.sweep.dir=/runs/s hydra.sweep.subdir=1")
 
 
-def test_a_time_limit_warning_before_any_step_is_not_requeued_again(monkeypatch):
+@pytest.mark.parametrize("stopped_at", [40, 41], ids=["before-its-first-step", "during-its-first-step"])
+def test_a_time_limit_warning_before_the_second_step_is_not_requeued_again(monkeypatch, stopped_at):
     monkeypatch.setenv("SLURM_JOB_ID", "7")
-    stop = Preempted("SIGUSR2", 40, int(signal.SIGUSR2), start_step=40)
+    stop = Preempted("SIGUSR2", stopped_at, int(signal.SIGUSR2), start_step=40)
     with PreemptionSignals() as signals, pytest.raises(JobStopped) as stopped:
         leave_submitit_job(stop, JOB, signals)
     message = str(stopped.value)
     assert "hydra.launcher.timeout_min=2 min" in message and "signal_delay_s=120 s" in message
-    assert "Not requeued again" in message and "holds step 40" in message and JOB.continue_command in message
+    assert "Not requeued again" in message and f"holds step {stopped_at}" in message
+    assert JOB.continue_command in message
 
 
 def test_a_spent_requeue_budget_names_the_step_in_last_and_the_command_that_continues(monkeypatch):

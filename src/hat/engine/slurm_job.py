@@ -7,8 +7,9 @@ it was stopped, and decides what SLURM, submitit's client and the next job see:
   handler requeues the job with the same call; the requeued job resumes from ``last``
   (``hardware=slurm`` sets ``resume: auto``). Two cases stop instead, with a :class:`JobStopped`
   that names the step in ``last`` and the command that continues the job: a job signalled before
-  it made a single optimizer step since it started (its time limit is shorter than
-  ``signal_delay_s`` plus the start-up, so every requeue would be signalled at once again), and a
+  or during its first optimizer step since it started (its time limit is shorter than
+  ``signal_delay_s`` plus the start-up, so every requeue would be signalled at once again, one
+  step each time), and a
   job whose ``max_num_timeout`` requeues are spent.
 - SIGTERM while SLURM requeues the job (``scontrol requeue``, a preemption with
   ``PreemptMode=REQUEUE``, a node that failed): the process exits with status 75 and no result, so
@@ -95,9 +96,9 @@ def leave_submitit_job(stop: Preempted, job: SubmititJob, signals: PreemptionSig
     job_id = slurm_job_name()
     where = f"`last` ({job.last}) holds step {stop.step}; continue with: {job.continue_command}"
     if stop.signum == requeue_signal():
-        if stop.step == stop.start_step:
+        if stop.step - stop.start_step <= 1:  # the step in progress when the warning came is no progress
             raise JobStopped(
-                f"SLURM job {job_id} got {stop.signal_name}, the warning before its time limit, before a single "
+                f"SLURM job {job_id} got {stop.signal_name}, the warning before its time limit, within its first "
                 f"training step since it started at step {stop.start_step}: its limit (hydra.launcher.timeout_min="
                 f"{job.timeout_min} min) leaves no time to train once hydra.launcher.signal_delay_s="
                 f"{job.signal_delay_s} s are kept for the warning. Not requeued again; raise timeout_min or lower "
