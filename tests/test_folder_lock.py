@@ -23,9 +23,8 @@ from hat.engine.folder_lock import (
     RunFolderError,
     RunFolderTakenOver,
     _guarded,
-    read_record,
-    write_record,
 )
+from hat.engine.lock_record import read_record, write_record
 from hat.engine.run_folder import RunFolder
 
 WAIT_S = 30  # the bound on every poll below; none of them asserts how long it took

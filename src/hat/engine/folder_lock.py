@@ -1,19 +1,8 @@
 """One live run per run folder, across hosts: a lock record with a heartbeat.
 
-The holder of a run folder describes itself in ``<run dir>/.lock``, a small JSON record: host,
-pid, a random token, start time, heartbeat time (wall clock) and, under SLURM, the job id and
-restart count. The record is replaced whole (a temporary file in the same folder, then
-``os.replace``), so a reader sees the old record or the new one, never half of one. While the
-folder is held, a daemon thread rewrites the heartbeat every ``heartbeat_s`` seconds.
-
-A run that finds a record decides whether its holder still lives:
-
-- holder on this host: alive while its pid runs (a zombie, or a pid since reused by a process
-  started later, counts as dead);
-- holder on another host: alive while its heartbeat is younger than ``stale_after_s``;
-- holder from an earlier incarnation of this SLURM job (same ``SLURM_JOB_ID``, lower
-  ``SLURM_RESTART_COUNT``): dead whatever its pid or heartbeat says. SLURM requeued the job, so
-  that process is a ghost on a node that stopped answering.
+The record and the rules that say whether its holder still lives are in
+:mod:`hat.engine.lock_record`. While the folder is held, a daemon thread rewrites the record's
+heartbeat every ``heartbeat_s`` seconds.
 
 A live holder makes the run stop with :class:`RunFolderError`; a dead one is taken over with a
 warning that names it. The read, decision and write happen under an ``flock`` on
@@ -25,10 +14,9 @@ then stops beating, never rewriting the record), and :meth:`FolderLock.check_hel
 :class:`RunFolderTakenOver`. :meth:`FolderLock.release` removes the record only while it still
 holds this process's token.
 
-What the lock cannot promise:
+What the lock cannot promise (for what the judgement of a holder cannot, see
+:mod:`hat.engine.lock_record`):
 
-- Heartbeats compare the wall clocks of different hosts: they must agree to well within
-  ``stale_after_s`` (NTP does this).
 - ``flock`` may not exclude across hosts (some network filesystems ignore it or fake it per
   host; where it is not supported at all the guard is skipped). Two runs on two hosts that take
   over a dead holder's record within the same instant both write; the record keeps the later one,
@@ -36,11 +24,6 @@ What the lock cannot promise:
   beat reads its own record just before a takeover writes can put its record back once; the
   takeover then learns it lost. Either way one run keeps the folder and the other stops, after
   at most ``check_every_s`` (or at once with ``check_held(fresh=True)``).
-- A network filesystem may show one host's write to another only after its attribute cache
-  expires (seconds, up to a minute): ``stale_after_s`` (10 heartbeats, 300 s by default) stays
-  far above that.
-- "This host" means the same ``socket.gethostname()``: two containers sharing a hostname but not
-  a pid namespace would misjudge each other's pids.
 - A holder that hangs (not killed) keeps its heartbeat thread beating as long as the thread runs;
   only SLURM's restart count or the holder's own end frees the folder then.
 """
@@ -49,18 +32,16 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import json
 import logging
 import os
-import secrets
 import socket
-import tempfile
 import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
 from hat.checks import ConfigError
+from hat.engine.lock_record import dead_because, describe, heartbeat_age, own_record, read_record, when, write_record
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +102,7 @@ class FolderLock:
 
     def acquire(self) -> None:
         """Take the folder, or raise :class:`RunFolderError` naming the live run that holds it."""
-        me = _own_record()
+        me = own_record()
         try:
             with _guarded(self.run_dir / GUARD_NAME, GUARD_WAIT_S):
                 record = read_record(self.path)
@@ -199,29 +180,15 @@ class FolderLock:
 
     def _judge(self, record: dict, me: dict) -> None:
         """Return if ``record``'s holder is dead (with a warning naming it), else raise :class:`RunFolderError`."""
-        holder = _describe(record)
-        if _superseded(record, me):
-            log.warning("taking over the run folder %s from %s: SLURM restarted job %s (this is restart %s), so that "
-                        "process belongs to an earlier incarnation of the job", self.run_dir, holder,
-                        me["slurm_job_id"], me["slurm_restart_count"] or 0)
-            return
-        if record.get("host") == me["host"]:
-            if not _pid_alive(record.get("pid"), record.get("pid_start")):
-                log.warning("taking over the run folder %s from %s, which is no longer running", self.run_dir, holder)
-                return
-        else:
-            age = _heartbeat_age(record)
-            if age is None or age >= self.stale_after_s:
-                seen = "it never wrote a heartbeat" if age is None else f"its last heartbeat was {age:.0f} s ago"
-                log.warning("taking over the run folder %s from %s: %s (a holder on another host counts as ended "
-                            "after %.0f s without one)", self.run_dir, holder, seen, self.stale_after_s)
-                return
-        raise RunFolderError(self._in_use(record))
+        reason = dead_because(record, me, self.stale_after_s)
+        if reason is None:
+            raise RunFolderError(self._in_use(record))
+        log.warning("taking over the run folder %s from %s%s", self.run_dir, describe(record), reason)
 
     def _in_use(self, record: dict) -> str:
-        holder = _describe(record)
+        holder = describe(record)
         if record.get("host") not in (None, socket.gethostname()):
-            age = _heartbeat_age(record)
+            age = heartbeat_age(record)
             if age is not None:
                 holder += (f"; its last heartbeat was {age:.0f} s ago, it counts as ended after "
                            f"{self.stale_after_s:.0f} s without one")
@@ -235,13 +202,13 @@ class FolderLock:
                 return
             if record is None:
                 message = (f"the run folder {self.run_dir} lost its lock record ({self.path} was removed or "
-                           f"made unreadable by another process) at or before {_when(time.time())}; this process "
+                           f"made unreadable by another process) at or before {when(time.time())}; this process "
                            f"stops without writing")
             else:
                 job = record.get("slurm_job_id")
                 slurm = f" (SLURM job {job}, restart {record.get('slurm_restart_count') or 0})" if job else ""
                 message = (f"the run folder {self.run_dir} was taken over by pid {record.get('pid')} on "
-                           f"{record.get('host')}{slurm} at {_when(record.get('started'))}; this process stops "
+                           f"{record.get('host')}{slurm} at {when(record.get('started'))}; this process stops "
                            f"without writing")
             self._taken_over = (message, record)
         log.warning("%s", message)
@@ -276,113 +243,6 @@ class FolderLock:
         self._beat_failing = False
         return True
 
-
-def read_record(path: Path) -> dict | None:
-    """The lock record at ``path``; ``None`` when there is none, or only an unreadable one (such as the
-    plain-text lock file of older versions). Other I/O errors are raised."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return None
-    try:
-        record = json.loads(text)
-    except ValueError:
-        return None
-    return record if isinstance(record, dict) and isinstance(record.get("token"), str) else None
-
-
-def write_record(path: Path, record: dict) -> None:
-    """Replace ``path`` with ``record`` whole: a temporary file beside it, then ``os.replace``."""
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f"{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            json.dump(record, file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
-def _own_record() -> dict:
-    now = time.time()
-    return {
-        "host": socket.gethostname(),
-        "pid": os.getpid(),
-        "pid_start": _process_start(os.getpid()),
-        "token": secrets.token_hex(16),
-        "started": now,
-        "heartbeat": now,
-        "slurm_job_id": os.environ.get("SLURM_JOB_ID") or None,
-        "slurm_restart_count": _int_or_none(os.environ.get("SLURM_RESTART_COUNT")),
-    }
-
-
-def _superseded(record: dict, me: dict) -> bool:
-    """Whether ``record`` comes from an earlier incarnation of this process's SLURM job."""
-    job = me["slurm_job_id"]
-    if job is None or str(record.get("slurm_job_id")) != job:
-        return False
-    theirs = _int_or_none(record.get("slurm_restart_count")) or 0  # SLURM sets the count from the first requeue on
-    return theirs < (me["slurm_restart_count"] or 0)
-
-
-def _pid_alive(pid, started) -> bool:
-    """Whether process ``pid`` of this host runs: it exists, is no zombie, and (where both are known)
-    started when the holder did, so that a pid reused by a later process does not count."""
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # it exists, under another user
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return True  # no /proc (or it just ended): the signal said it exists
-    if any(line.split()[1:2] == ["Z"] for line in status.splitlines() if line.startswith("State:")):
-        return False
-    now_started = _process_start(pid)
-    return started is None or now_started is None or now_started == started
-
-
-def _process_start(pid: int) -> int | None:
-    """When ``pid`` started, in clock ticks since boot (``/proc/PID/stat`` field 22), or ``None``."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return int(stat.rsplit(")", 1)[1].split()[19])
-    except (OSError, IndexError, ValueError):
-        return None
-
-
-def _heartbeat_age(record: dict) -> float | None:
-    beat = record.get("heartbeat")
-    if not isinstance(beat, (int, float)):
-        return None
-    return max(0.0, time.time() - beat)  # a clock ahead of ours reads as a fresh beat
-
-
-def _describe(record: dict) -> str:
-    text = f"pid {record.get('pid')} on {record.get('host')} since {_when(record.get('started'))}"
-    if record.get("slurm_job_id"):
-        text += f", SLURM job {record['slurm_job_id']} restart {record.get('slurm_restart_count') or 0}"
-    return text
-
-
-def _when(timestamp) -> str:
-    if not isinstance(timestamp, (int, float)):
-        return "an unknown time"
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(timestamp))
-
-
-def _int_or_none(value) -> int | None:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
 
 
 @contextmanager
