@@ -55,6 +55,16 @@ class TrainingState:
 
     MODULES = ("model", "loss", "optimizer", "scheduler", "scaler")
 
+    def record_validation(self, monitor: float, epoch: int, higher_is_better: bool) -> bool:
+        """Count a finished validation of ``epoch`` at this step; returns whether ``monitor`` is the
+        best so far (then ``best_metric`` and ``best_epoch`` hold it)."""
+        best = self.best_metric
+        improved = best is None or (monitor > best if higher_is_better else monitor < best)
+        if improved:
+            self.best_metric, self.best_epoch = monitor, epoch
+        self.validated_step = self.step
+        return improved
+
     def state_dict(self) -> dict:
         """The state dicts of the modules and the counters, under the checkpoint's keys."""
         return {

@@ -21,7 +21,8 @@ from hat.engine.distributed import from_environment, init_process_group, shutdow
 from hat.engine.failures import TrainingDiverged
 from hat.engine.preemption import EXIT_PREEMPTED, Preempted, PreemptionSignals
 from hat.engine.run_folder import RunFolder
-from hat.engine.training_run import TrainingRun, TrainOutcome
+from hat.engine.test_report import TrainOutcome
+from hat.engine.training_run import TrainingRun
 from hat.run_spec import RunSpec
 from hat.runtime import resolve_runtime
 

@@ -67,6 +67,20 @@ class RunFolder:
         checkpoint). Does nothing where the folder is not held (ranks other than 0)."""
         self._lock.check_held(fresh=fresh)
 
+    def taken_over(self, *, fresh: bool = False) -> RunFolderTakenOver | None:
+        """:meth:`check_held`'s error returned instead of raised (None: still this run's, or not held here)."""
+        try:
+            self.check_held(fresh=fresh)
+        except RunFolderTakenOver as error:
+            return error
+        return None
+
+    def taken_over_elsewhere(self) -> RunFolderTakenOver:
+        """What a process that does not hold the folder (a rank other than 0) raises when the holder
+        found it taken over."""
+        return RunFolderTakenOver(f"the run folder {self.run_dir} was taken over by another run (process 0 found "
+                                  f"it); this process stops without writing")
+
     def release(self) -> None:
         """Give the folder up (removing the lock record only while it is still this run's); safe to repeat."""
         self._lock.release()

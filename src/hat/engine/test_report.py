@@ -1,15 +1,27 @@
 """Score a split with a model, print its recall table and write ``results.json``: the last act of
-both a training (its best checkpoint on the test split) and ``evaluate.py``."""
+both a training (its best checkpoint on the test split, returned as a :class:`TrainOutcome`) and
+``evaluate.py``."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from hat.engine.evaluation import protocol_tables
 from hat.results import format_tables, write_results
+
+
+@dataclass
+class TrainOutcome:
+    """What a finished training returns: the test metrics of the best checkpoint (flat names,
+    e.g. ``test/rsum``) and the validation monitor that picked it (what a sweeper should tune on)."""
+
+    test: dict[str, float]
+    best_monitor: float | None
+    best_epoch: int | None
 
 
 def report_scores(

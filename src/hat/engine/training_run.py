@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from tqdm import tqdm
@@ -20,9 +18,9 @@ from hat.engine.failures import bad_training_image, diverged
 from hat.engine.preemption import Preempted, PreemptionSignals, StopRequested, iterate_workers_safely
 from hat.engine.profiling import StepProfiler
 from hat.engine.resume import resume_training
-from hat.engine.run_folder import RunFolder, RunFolderTakenOver
+from hat.engine.run_folder import RunFolder
 from hat.engine.step import training_step, wrap_for_training
-from hat.engine.test_report import report_scores
+from hat.engine.test_report import TrainOutcome, report_scores
 from hat.engine.throughput import ThroughputMeter, progress_line
 from hat.engine.training_parts import build_tracker, build_training
 from hat.provenance import provenance
@@ -30,16 +28,6 @@ from hat.run_spec import RunSpec
 from hat.tracking import NullTracker
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class TrainOutcome:
-    """What a finished training returns: the test metrics of the best checkpoint (flat names,
-    e.g. ``test/rsum``) and the validation monitor that picked it (what a sweeper should tune on)."""
-
-    test: dict[str, float]
-    best_monitor: float | None
-    best_epoch: int | None
 
 
 class TrainingRun:
@@ -141,19 +129,11 @@ class TrainingRun:
         return Preempted(self.signals.requested or "a signal on another rank", self.state.step, self.signals.signum,
                          self.start_step)
 
-    def _taken_over(self, fresh: bool = False) -> RunFolderTakenOver | None:
-        """Process 0's word that another run took the folder over (None: still ours, or another rank)."""
-        try:
-            self.folder.check_held(fresh=fresh)
-        except RunFolderTakenOver as error:
-            return error
-        return None
-
     def _stop_if_taken_over(self, fresh: bool = False) -> None:
         """Raise :class:`RunFolderTakenOver` on every rank when the folder is no longer this run's."""
-        taken = self._taken_over(fresh)
+        taken = self.folder.taken_over(fresh=fresh)
         if agree([taken is not None], self.runtime.device)[0]:
-            raise taken or _taken_over_elsewhere(self.run_dir)
+            raise taken or self.folder.taken_over_elsewhere()
 
     def _any_rank_asked_to_stop(self) -> bool:
         return agree([self.signals.requested is not None], self.runtime.device)[0]
@@ -222,11 +202,11 @@ class TrainingRun:
         s.optimizer.zero_grad(set_to_none=True)
         chunks = self.spec.train.accumulate
         loss = training_step(self.model, self._step_fn, s.loss, batch, self.runtime, s.scaler, chunks)
-        taken = self._taken_over()
+        taken = self.folder.taken_over()
         flags = [not bool(torch.isfinite(loss)), self.signals.requested is not None, taken is not None]
         not_finite, stop, taken_any = agree(flags, self.runtime.device)
         if taken_any:
-            raise taken or _taken_over_elsewhere(self.run_dir)
+            raise taken or self.folder.taken_over_elsewhere()
         if not_finite:
             raise diverged(loss.item(), s.step + 1, s.epoch, s.batch + 1, self.checkpoints / "last.pt",
                            self._saved_step)
@@ -246,12 +226,8 @@ class TrainingRun:
                    "train/epoch": self.state.epoch, "train/encoders_frozen": float(self._wrapped_frozen)}
         self.tracker.log_metrics(metrics, self.state.step)
         if bar.disable and self.ranks.is_main:  # no terminal to draw the bar on: a line in the log instead
-            log.info(progress_line(self.state.epoch, self.state.step, self._total_steps(), loss.item(), rates))
-
-    def _total_steps(self) -> int:
-        """The optimizer steps of the whole training: every epoch's batches, or ``train.max_steps``."""
-        every_epoch = self.spec.train.epochs * self.parts.sampler.batches_per_epoch
-        return int(min(every_epoch, self.max_steps))
+            total = min(self.spec.train.epochs * self.parts.sampler.batches_per_epoch, self.max_steps)
+            log.info(progress_line(self.state.epoch, self.state.step, int(total), loss.item(), rates))
 
     def _score(self, split: str) -> list[torch.Tensor]:
         """Score a split; a single process stops at once on a stop signal (:class:`StopRequested`)
@@ -279,11 +255,7 @@ class TrainingRun:
         self.tracker.log_examples(sims, self.splits["val"], "val", s.step, explain=self._attention_figure)
         log.info("epoch %d step %d: val/rsum %.2f, %s %.2f", epoch, s.step, val["val/rsum"], self.spec.train.monitor,
                  value)
-        higher = self.spec.train.higher_is_better
-        improved = s.best_metric is None or (value > s.best_metric if higher else value < s.best_metric)
-        if improved:
-            s.best_metric, s.best_epoch = value, epoch
-        s.validated_step = s.step
+        improved = s.record_validation(value, epoch, self.spec.train.higher_is_better)
         self.save(*(("best.pt", "last.pt") if improved else ("last.pt",)))
         if self._any_rank_asked_to_stop():
             raise self._preempted()
@@ -320,8 +292,3 @@ class TrainingRun:
             self.tracker.log_file(results)
         return TrainOutcome(test, s.best_metric, s.best_epoch)
 
-
-def _taken_over_elsewhere(run_dir: Path) -> RunFolderTakenOver:
-    """What a rank other than 0 raises when process 0 found the folder taken over."""
-    return RunFolderTakenOver(f"the run folder {run_dir} was taken over by another run (process 0 found it); "
-                              f"this process stops without writing")
