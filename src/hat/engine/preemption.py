@@ -115,7 +115,7 @@ def iterate_workers_safely(loader):
 
 class Preempted(Exception):
     """The run stopped on a signal after writing ``last`` at optimizer step ``step``; ``start_step``:
-    the step this process started (or resumed) from, so ``step == start_step`` means no progress."""
+    the step this process started (or resumed) from, which tells how far it got before the signal."""
 
     def __init__(self, signal_name: str, step: int, signum: int | None = None, start_step: int = 0) -> None:
         super().__init__(f"interrupted by {signal_name} at step {step}; `last` is written, resume with resume=auto")
