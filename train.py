@@ -74,6 +74,22 @@ def submitit_job() -> SubmititJob:
     )
 
 
+def hydra_record(cfg: DictConfig, run_dir: Path):
+    """What writes ``.hydra/`` (config, Hydra's config, overrides) the way Hydra would, called by the
+    training once the run folder is this run's: a run refused at the folder (in use, or holding
+    another run) leaves the record of the run that is there untouched. Process 0 alone calls it."""
+
+    def write() -> None:
+        hydra_cfg = HydraConfig.get()
+        folder = run_dir / ".hydra"
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, node in (("config", cfg), ("hydra", OmegaConf.create({"hydra": hydra_cfg})),
+                           ("overrides", hydra_cfg.overrides.task)):
+            (folder / f"{name}.yaml").write_text(OmegaConf.to_yaml(node))
+
+    return write
+
+
 @hydra.main(config_path="conf", config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
     """Run one training job in Hydra's output directory; returns the validation monitor of the best
@@ -83,7 +99,9 @@ def main(cfg: DictConfig) -> float | None:
         print_config_tree(cfg)
     with PreemptionSignals() as signals:
         try:
-            return train(cfg, Path(HydraConfig.get().runtime.output_dir), signals).best_monitor
+            run_dir = Path(HydraConfig.get().runtime.output_dir)
+            overrides = list(HydraConfig.get().overrides.task)
+            return train(cfg, run_dir, signals, record=hydra_record(cfg, run_dir), overrides=overrides).best_monitor
         except (ConfigError, DatasetError) as error:
             _fail(error, EXIT_ERROR)
         except (TrainingDiverged, CollectiveTimeout) as error:

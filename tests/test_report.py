@@ -54,7 +54,7 @@ def test_an_ensembles_row_is_the_ensemble_not_a_member(tmp_path, capsys):
 
 def test_no_results_is_an_error(tmp_path, capsys):
     assert main([str(tmp_path)]) == 1
-    assert "no results.json" in capsys.readouterr().err
+    assert f"no readable results.json below {tmp_path}" in capsys.readouterr().err
 
 
 class _FakeRun:
@@ -127,3 +127,33 @@ def test_report_of_a_real_two_job_multirun(tmp_path):
     assert [run.group for run in runs] == ["multirun-2026-11-27-12-00-00"] * 2
     assert sorted("alignment.levels=[12]" in run.tags for run in runs) == [False, True]
     assert all("train.epochs=1" in run.tags for run in runs)
+
+
+@pytest.mark.slow
+def test_report_after_a_refused_rerun_a_damaged_and_an_unfinished_job_keeps_true_overrides_and_names_the_rest(
+        tmp_path):
+    """A rerun into a finished job's folder is refused and leaves no trace there; a damaged
+    results.json and a job that never finished are named with why, and the table goes on."""
+    sweep_dir = tmp_path / "sweep"
+    first = subprocess.run(
+        [sys.executable, "train.py", "-m", *TINY_RUN, "train.epochs=1", "logger=none", "seed=0,1",
+         f"hydra.sweep.dir={sweep_dir}"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr[-3000:]
+    rerun = subprocess.run(
+        [sys.executable, "train.py", *TINY_RUN, "train.epochs=1", "logger=none", "alignment.levels=[12]",
+         f"hydra.run.dir={sweep_dir / '0'}"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 2 and "already holds checkpoints" in rerun.stderr, rerun.stderr[-3000:]
+    (sweep_dir / "1" / "results.json").write_text('{"metrics": {"test/r1": ')  # cut short
+    (sweep_dir / "2").mkdir()
+    (sweep_dir / "2" / "train.log").write_text("[...][hat.engine.training_run][INFO] - device cpu\n")
+
+    report = subprocess.run([sys.executable, "-m", "hat.report", str(sweep_dir)], cwd=ROOT, capture_output=True,
+                            text=True, timeout=120)
+    assert report.returncode == 0, report.stderr
+    header, _, row = report.stdout.strip().splitlines()
+    assert "alignment.levels" not in header and "seed" in header, "job 0's own overrides, not the refused rerun's"
+    rsum = json.loads((sweep_dir / "0" / "results.json").read_text())["metrics"]["test/rsum"]
+    assert row.endswith(f"| {rsum:.2f} |")
+    left_out = report.stderr.strip().splitlines()
+    assert left_out[0].startswith(f"left out: {sweep_dir / '1' / 'results.json'}: cannot be read (JSONDecodeError")
+    assert left_out[1] == f"left out: {sweep_dir / '2'}: no results.json (the job has not finished: see its train.log)"

@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from hat.checks import ConfigError
 from hat.engine.checkpoint import load_checkpoint
 from hat.engine.loop import train
 from hat.engine.resume import settings_not_applied
@@ -52,3 +53,33 @@ def test_settings_not_applied_compares_nested_keys():
     current = {"optim": {"lr": 1e-3, "step_size": 10}, "seed": 1, "train": {"epochs": 9}}
     lines = settings_not_applied(saved, current)
     assert [line.split(" ")[0] for line in lines] == ["optim.lr=0.001", "seed=1"]
+
+
+def test_resume_auto_after_the_data_changed_stops_naming_the_change(tmp_path, tiny_config):
+    """The training split's images and captions differ (more generated images): one line, nothing written."""
+    train(tiny_config("train.epochs=1", "logger=none"), tmp_path)
+    last = (tmp_path / "checkpoints" / "last.pt").read_bytes()
+    with pytest.raises(ConfigError, match=r"trained on other data \(the train split's images or captions changed\)"
+                                          r".*resume_changes=allow"):
+        train(tiny_config("train.epochs=2", "logger=none", "resume=auto", "dataset.num_train=32"), tmp_path)
+    assert (tmp_path / "checkpoints" / "last.pt").read_bytes() == last
+
+
+def test_resume_changes_allow_goes_on_and_chooses_the_best_afresh(tmp_path, tiny_config, caplog):
+    train(tiny_config("train.epochs=1", "logger=none"), tmp_path)
+    with caplog.at_level("WARNING"):
+        outcome = train(tiny_config("train.epochs=2", "logger=none", "resume=auto", "dataset.num_train=32",
+                                    "resume_changes=allow"), tmp_path)
+    assert "resume_changes=allow: the train split's images or captions changed" in caplog.text
+    validated = [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()
+                 if "val/monitor" in line]
+    assert validated == [15, 15, 35], "the resumed run validates again before it trains on the new data"
+    assert outcome.best_epoch >= 0 and load_checkpoint(tmp_path / "checkpoints" / "last.pt")["data"]["splits"]
+
+
+def test_resume_with_another_model_shape_stops_naming_the_settings(tmp_path, tiny_config):
+    train(tiny_config("train.epochs=1", "logger=none"), tmp_path)
+    with pytest.raises(ConfigError, match=r"the checkpoint's model does not fit this config \(.*tensors.*\); it was "
+                                          r"trained with encoder=tiny, alignment.levels=\[4, 10, 12\], this run asks "
+                                          r"for encoder=tiny, alignment.levels=\[4, 12\]"):
+        train(tiny_config("train.epochs=2", "logger=none", "resume=auto", "alignment.levels=[4,12]"), tmp_path)

@@ -55,28 +55,30 @@ def test_temporary_files_of_killed_writers_are_removed_and_finished_files_kept(t
     stale = [checkpoints / ".last.pt.k2j4.tmp", tmp_path / ".results.json.9x1.tmp"]
     for path in stale:
         path.write_bytes(b"half a file")
-    (checkpoints / "best.pt").write_bytes(b"kept")
+    for name in ("last.pt", "best.pt"):
+        (checkpoints / name).write_bytes(b"kept")
     RunFolder(tmp_path).acquire(resume="auto")
     assert not any(path.exists() for path in stale)
-    assert (checkpoints / "best.pt").read_bytes() == b"kept"
+    assert all((checkpoints / name).read_bytes() == b"kept" for name in ("last.pt", "best.pt"))
 
 
 @pytest.mark.slow
-def test_two_runs_in_one_folder_the_second_refuses_within_seconds(tmp_path):
+def test_two_runs_in_one_folder_the_second_refuses_before_building_anything(tmp_path):
     run_dir = tmp_path / "run"
     command = [sys.executable, "train.py", *TINY_RUN, "train.epochs=50", "train.log_every=1", "logger=none",
                f"hydra.run.dir={run_dir}", "resume=auto"]
     first = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 600  # a hang guard only
         while not (run_dir / "metrics.jsonl").is_file():
             assert first.poll() is None and time.monotonic() < deadline, first.communicate()[1][-3000:]
             time.sleep(0.1)
-        started = time.monotonic()
-        second = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
-        assert time.monotonic() - started < 30
+        second = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)  # a hang guard
         assert second.returncode == 2, second.stderr[-3000:]
         assert f"error: the run folder {run_dir} is in use by another run (pid {first.pid} on " in second.stderr
+        # Refused at the folder's lock, without waiting for it: no device, dataset or model of its own.
+        assert "] - device " not in second.stdout and "] - dataset " not in second.stdout, second.stdout[-3000:]
+        assert "] - model: " not in second.stdout, second.stdout[-3000:]
         assert first.poll() is None, "the first run goes on"
     finally:
         first.send_signal(signal.SIGTERM)
@@ -115,3 +117,47 @@ def test_a_ghost_whose_folder_was_taken_over_stops_without_writing(tmp_path, mon
         requeued.release()
         if ghost.poll() is None:
             ghost.kill()
+
+
+def _checkpoints(folder, *names):
+    (folder / "checkpoints").mkdir(parents=True, exist_ok=True)
+    for name in names:
+        (folder / "checkpoints" / name).write_bytes(b"a checkpoint")
+
+
+def test_resume_from_another_folder_into_one_with_checkpoints_is_refused_with_the_two_ways_out(tmp_path):
+    _checkpoints(tmp_path / "source", "last.pt", "best.pt")
+    _checkpoints(tmp_path / "run", "last.pt", "best.pt")
+    source = tmp_path / "source" / "checkpoints" / "last.pt"
+    refusal = r"already holds checkpoints \(last.pt, best.pt\) of another run"
+    with pytest.raises(RunFolderError, match=refusal) as refused:
+        RunFolder(tmp_path / "run").acquire(resume=str(source))
+    assert "hydra.run.dir=PATH" in str(refused.value) and "resume=auto" in str(refused.value)
+    assert (tmp_path / "run" / "checkpoints" / "best.pt").read_bytes() == b"a checkpoint"
+    for folder, resume in ((tmp_path / "run", tmp_path / "run" / "checkpoints" / "last.pt"),  # its own: fine
+                           (tmp_path / "empty", source)):  # into a folder of its own: fine
+        taken = RunFolder(folder)
+        taken.acquire(resume=str(resume))
+        taken.release()
+
+
+def test_resume_auto_with_checkpoints_but_no_last_is_refused_naming_them(tmp_path):
+    _checkpoints(tmp_path, "best.pt")
+    with pytest.raises(RunFolderError, match=r"resume=auto: the run folder .* holds best.pt but no last.pt") as refused:
+        RunFolder(tmp_path).acquire(resume="auto")
+    assert f"init_weights={tmp_path / 'checkpoints' / 'best.pt'}" in str(refused.value)
+
+
+@pytest.mark.slow
+def test_a_refused_run_leaves_the_folder_s_hydra_record_and_results_untouched(tmp_path):
+    """A second `train.py` into a finished run's folder is refused before it writes anything, Hydra's
+    `.hydra/` included, so the folder still tells the first run's overrides."""
+    command = [sys.executable, "train.py", *TINY_RUN, "train.epochs=1", "logger=none", f"hydra.run.dir={tmp_path}"]
+    subprocess.run(command, cwd=ROOT, check=True, capture_output=True, timeout=300)
+    before = {path: path.read_bytes() for path in [*(tmp_path / ".hydra").iterdir(), tmp_path / "results.json"]}
+    assert "seed=5" not in (tmp_path / ".hydra" / "overrides.yaml").read_text()
+    refused = subprocess.run([*command, "seed=5"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 2 and "already holds checkpoints" in refused.stderr, refused.stderr[-2000:]
+    assert {path: path.read_bytes() for path in before} == before
+    assert json.loads((tmp_path / "results.json").read_text())["overrides"] == [*TINY_RUN, "train.epochs=1",
+                                                                                "logger=none"]

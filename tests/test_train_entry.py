@@ -62,7 +62,8 @@ def test_slurm_preset_resumes_by_default_and_runs_on_cpu_nodes(gpus, tasks, devi
     assert cfg.hydra.launcher.signal_delay_s > 0 and cfg.hydra.launcher.max_num_timeout >= 1
 
 
-def test_only_process_0_writes_the_hydra_record_and_the_log_file(monkeypatch):
+def test_only_process_0_writes_the_log_file_and_hydra_never_writes_its_record_itself(monkeypatch):
+    """train.py writes .hydra/ once the run folder is its own (tests/test_run_folder.py), so Hydra must not."""
     monkeypatch.setenv("RANK", "1")
     monkeypatch.setenv("WORLD_SIZE", "2")
     follower = _compose("hydra.runtime.output_dir=/runs/x")
@@ -70,7 +71,7 @@ def test_only_process_0_writes_the_hydra_record_and_the_log_file(monkeypatch):
     assert follower.hydra.job_logging.handlers.file.filename == "/dev/null"
     monkeypatch.setenv("RANK", "0")
     main = _compose("hydra.runtime.output_dir=/runs/x")
-    assert main.hydra.output_subdir == ".hydra"
+    assert main.hydra.output_subdir is None
     assert main.hydra.job_logging.handlers.file.filename == f"/runs/x/{main.hydra.job.name}.log"
 
 

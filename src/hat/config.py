@@ -38,6 +38,7 @@ def validate_train_config(cfg) -> RunSpec:
         _check_image_decode(cfg)
         _check_logger(cfg.logger)
         _check_resume(cfg.get("resume"))
+        _check_resume_changes(cfg.get("resume_changes", "refuse"))
         _check_init_weights(cfg.get("init_weights"))
         _check_dataset_sizes(cfg.dataset)
         data = data_spec(cfg.dataset)
@@ -217,6 +218,15 @@ def _check_init_weights(path) -> None:
             f"init_weights={path}: no such file or folder (expected a .pt checkpoint, an exported folder "
             f"with model.safetensors, or a HAT release .ckpt)"
         )
+
+
+RESUME_CHANGES = ("refuse", "allow")  # what a resumed run does when its data differ from its checkpoint's
+
+
+def _check_resume_changes(value) -> None:
+    if value not in RESUME_CHANGES:
+        raise ConfigError(f"resume_changes={value!r} is not one of {RESUME_CHANGES} (what a resumed run does when "
+                          f"its data differ from its checkpoint's)")
 
 
 def _check_resume(resume) -> None:

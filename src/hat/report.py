@@ -1,7 +1,8 @@
 """Ablation report: ``python -m hat.report MULTIRUN_DIR [--csv]`` or ``python -m hat.report --wandb GROUP``.
 
 Reads the ``results.json`` of every job below a folder (at any depth), takes each job's
-overrides from Hydra's ``.hydra/overrides.yaml`` beside it, and prints one row per job with its
+overrides from what the run recorded there (older runs: Hydra's ``.hydra/overrides.yaml``), names
+every job it leaves out and why (a damaged ``results.json``, a job without one), and prints one row per job with its
 overrides as columns and R@1/5/10 both ways and rsum of the fused test score. Jobs that differ
 only in ``seed`` are merged into one row of mean +- standard deviation. With ``--wandb GROUP``
 the jobs are the finished runs of a W&B group (a sweep's group, see train.py), their overrides
@@ -61,15 +62,31 @@ def fused_test_metrics(metrics: dict[str, float]) -> dict[str, float]:
     raise ValueError(f"no fused test metrics ({', '.join('test/' + m for m in METRICS)})")
 
 
-def find_jobs(root: Path) -> list[Job]:
-    """Every ``results.json`` below ``root`` with the overrides of its Hydra job (none if absent)."""
-    jobs = []
+JOB_MARKS = (".hydra", "train.log", "checkpoints")  # what a job folder holds once it started
+
+
+def find_jobs(root: Path) -> tuple[list[Job], list[str]]:
+    """Every job below ``root`` with its results: ``(jobs, skipped)``. A job's overrides are those
+    its run recorded in ``results.json`` (older runs: Hydra's ``.hydra/overrides.yaml`` beside it).
+    ``skipped``: one line per job folder left out and why: a ``results.json`` that cannot be read,
+    or a job that started (it has ``.hydra/``, ``train.log`` or ``checkpoints/``) but holds none."""
+    jobs, skipped = [], []
     for results in sorted(root.rglob("results.json")):
-        overrides_file = results.parent / ".hydra" / "overrides.yaml"
-        items = (yaml.safe_load(overrides_file.read_text()) or []) if overrides_file.is_file() else []
-        metrics = json.loads(results.read_text())["metrics"]
-        jobs.append(Job(str(results.parent), parse_overrides(items), fused_test_metrics(metrics)))
-    return jobs
+        try:
+            record = json.loads(results.read_text())
+            metrics = fused_test_metrics(record["metrics"])
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            skipped.append(f"{results}: cannot be read ({type(error).__name__}: {error})")
+            continue
+        items = record.get("overrides")
+        if items is None:
+            overrides_file = results.parent / ".hydra" / "overrides.yaml"
+            items = (yaml.safe_load(overrides_file.read_text()) or []) if overrides_file.is_file() else []
+        jobs.append(Job(str(results.parent), parse_overrides(items), metrics))
+    started = {mark.parent for name in JOB_MARKS for mark in root.rglob(name)}
+    skipped += [f"{folder}: no results.json (the job has not finished: see its train.log)"
+                for folder in sorted(started) if not (folder / "results.json").is_file()]
+    return jobs, skipped
 
 
 def wandb_jobs(group: str, project: str, entity: str | None = None, api=None) -> list[Job]:
@@ -147,8 +164,10 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         missing = f"no finished run with test metrics in {where}"
     else:
-        jobs = find_jobs(args.path)
-        missing = f"no results.json below {args.path}"
+        jobs, skipped = find_jobs(args.path)
+        for line in skipped:
+            print(f"left out: {line}", file=sys.stderr)
+        missing = f"no readable results.json below {args.path}"
     if not jobs:
         print(missing, file=sys.stderr)
         return 1

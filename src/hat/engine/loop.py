@@ -14,6 +14,7 @@ run again on resume, and a resumed run whose training is done goes straight to t
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from hat.config import validate_train_config
@@ -29,11 +30,15 @@ from hat.runtime import resolve_runtime
 __all__ = ["TrainOutcome", "TrainingDiverged", "TrainingRun", "train"]
 
 
-def train(cfg, run_dir: Path, signals: PreemptionSignals | None = None) -> TrainOutcome:
+def train(cfg, run_dir: Path, signals: PreemptionSignals | None = None, *,
+          record: Callable[[], None] | None = None, overrides: list[str] | None = None) -> TrainOutcome:
     """Train as ``cfg`` says, writing checkpoints, ``metrics.jsonl`` and ``results.json`` to ``run_dir``.
 
     ``signals``: the entry point's active :class:`PreemptionSignals` (so that its handlers stay
     until the process exits); without one, the run installs its own for its duration.
+    ``record``: called by process 0 once the run folder is this run's (the entry point writes its
+    record of the run there: Hydra's ``.hydra/``); ``overrides``: the command-line overrides the
+    run was started with, kept in ``results.json``.
     Raises :class:`Preempted` after writing ``last`` when a stop signal arrives.
     """
     spec = validate_train_config(cfg)
@@ -41,23 +46,25 @@ def train(cfg, run_dir: Path, signals: PreemptionSignals | None = None) -> Train
     folder = RunFolder(run_dir)
     if ranks.is_main:
         folder.acquire(cfg.get("resume"))
+        if record is not None:
+            record()
     try:
         if signals is not None:
-            return _run(cfg, spec, folder, ranks, signals)
+            return _run(cfg, spec, folder, ranks, signals, overrides)
         with PreemptionSignals() as own_signals:
-            return _run(cfg, spec, folder, ranks, own_signals)
+            return _run(cfg, spec, folder, ranks, own_signals, overrides)
     finally:
         folder.release()
 
 
-def _run(cfg, spec: RunSpec, folder: RunFolder, ranks, signals: PreemptionSignals) -> TrainOutcome:
+def _run(cfg, spec: RunSpec, folder: RunFolder, ranks, signals: PreemptionSignals, overrides) -> TrainOutcome:
     runtime = resolve_runtime(cfg.hardware, ranks.local_rank)
     timeout_s = float(cfg.hardware.dist_timeout)
     init_process_group(ranks, runtime.device.type, timeout_s)
     exit_code = 1  # until the run returns
     run = None
     try:
-        run = TrainingRun(cfg, spec, folder, ranks, runtime, signals)
+        run = TrainingRun(cfg, spec, folder, ranks, runtime, signals, overrides)
         outcome = run.setup().fit()
         exit_code = 0
         return outcome

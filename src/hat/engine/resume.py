@@ -16,6 +16,7 @@ from hat.atomic import atomic_write
 from hat.checks import ConfigError
 from hat.engine.checkpoint import TrainingState, load_checkpoint, restore_rng_state
 from hat.engine.distributed import gather_objects
+from hat.engine.resume_checks import data_differences, model_differences, model_settings
 
 log = logging.getLogger(__name__)
 
@@ -85,16 +86,36 @@ def carry_best(resume: Path, checkpoints: Path) -> bool:
 
 
 def resume_training(
-    resume, checkpoints: Path, state: TrainingState, config: dict, ranks
+    resume, checkpoints: Path, state: TrainingState, config: dict, ranks, data: dict, allow_changes: bool = False
 ) -> tuple[Path, str | None] | None:
     """Load the checkpoint ``resume`` names (see :func:`resume_path`) into ``state`` and this rank's
     RNG; warn (rank 0) for each setting of ``config`` the checkpoint overrides; bring its folder's
     best checkpoint into ``checkpoints`` (:func:`keep_best`). Returns ``(path, W&B run id)``, or
-    None when there is nothing to resume."""
+    None when there is nothing to resume.
+
+    ``data``: this run's :func:`hat.engine.resume_checks.data_identity`. A checkpoint whose model
+    does not fit ``state.model`` stops the run (:class:`ConfigError`, one line); one trained on other
+    data too, unless ``allow_changes`` (``resume_changes=allow``): then the best checkpoint is
+    chosen afresh by the next validation."""
     path = resume_path(resume, checkpoints)
     if path is None:
         return None
     checkpoint = load_checkpoint(path)
+    if "model" not in checkpoint:
+        raise ConfigError(f"resume={path}: the checkpoint holds no training state (model missing); "
+                          f"start from its weights with init_weights={path} instead")
+    misfit = model_differences(checkpoint["model"], state.model)
+    if misfit:
+        raise ConfigError(
+            f"resume={path}: the checkpoint's model does not fit this config ({'; '.join(misfit)}); it was "
+            f"trained with {model_settings(checkpoint.get('config', {}))}, this run asks for "
+            f"{model_settings(config)}: resume with the settings it was trained with")
+    changed = data_differences(checkpoint.get("data"), data)
+    if changed and not allow_changes:
+        raise ConfigError(
+            f"resume={path}: the checkpoint was trained on other data ({'; '.join(changed)}); resume with the "
+            f"data it was trained on, start from its weights in a new folder (init_weights={path}), or continue "
+            f"anyway with resume_changes=allow (the best checkpoint is then chosen afresh)")
     try:
         state.load_state_dict(checkpoint)
     except KeyError as missing:
@@ -111,9 +132,18 @@ def resume_training(
     if ranks.is_main:
         for line in settings_not_applied(checkpoint["config"], config):
             log.warning("resume: %s", line)
+    if changed:
+        log.warning("resume_changes=allow: %s; the best checkpoint is chosen afresh", "; ".join(changed))
+        forget_best(state)
     keep_best(path, checkpoints, state, ranks)
     log.info("resumed from %s at epoch %d, batch %d, step %d", path, state.epoch, state.batch, state.step)
     return path, checkpoint.get("tracker_run_id")
+
+
+def forget_best(state: TrainingState) -> None:
+    """Let the next validation choose the best checkpoint afresh (and run before training goes on)."""
+    state.best_metric = state.best_epoch = None
+    state.validated_step = -1
 
 
 def keep_best(path: Path, checkpoints: Path, state: TrainingState, ranks) -> None:
@@ -124,8 +154,7 @@ def keep_best(path: Path, checkpoints: Path, state: TrainingState, ranks) -> Non
     has_best = gather_objects(carry_best(path, checkpoints) if ranks.is_main else None)[0]
     if not has_best:
         log.warning("resume: no best.pt beside %s; the next validation chooses the best checkpoint afresh", path)
-        state.best_metric = state.best_epoch = None
-        state.validated_step = -1
+        forget_best(state)
 
 
 def own_rng_state(states: list[dict], ranks) -> dict:

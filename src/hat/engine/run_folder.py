@@ -5,8 +5,10 @@ Process 0 takes the folder before any work (:meth:`RunFolder.acquire`): it check
 one live run per folder across hosts, judged by pid on this host, by heartbeat from another, and by
 SLURM's restart count for a requeued job, so a killed, crashed or ghost holder is taken over with a
 warning instead of blocking the folder), and removes the temporary files that a writer killed
-mid-write left behind (``.last.pt.<random>.tmp``: as large as a checkpoint). A fresh run
-(``resume=null``) into a folder that already holds checkpoints stops instead of overwriting them.
+mid-write left behind (``.last.pt.<random>.tmp``: as large as a checkpoint). Checkpoints the run
+does not continue are never written over: a fresh run (``resume=null``) into a folder with
+checkpoints, ``resume=auto`` into one with checkpoints but no ``last.pt``, and ``resume=PATH`` from
+another folder into one with checkpoints of its own all stop here, before anything is written.
 
 While it trains, the holder asks :meth:`RunFolder.check_held` whether the folder is still its own:
 a run taken over (it counted as dead, e.g. a node that stopped answering while SLURM requeued the
@@ -55,8 +57,7 @@ class RunFolder:
         self._lock.acquire()
         try:
             self._remove_stale_temporaries()
-            if resume is None:
-                self._refuse_overwrite()
+            self._refuse_another_run(resume)
         except BaseException:
             self._lock.release()
             raise
@@ -102,11 +103,28 @@ class RunFolder:
                 log.warning("removing %s, left by a run that was killed while writing it", stale)
                 stale.unlink(missing_ok=True)
 
-    def _refuse_overwrite(self) -> None:
+    def _refuse_another_run(self, resume) -> None:
+        """Refuse to write over checkpoints this run does not continue: a fresh run (``resume=null``)
+        into a folder with checkpoints, ``resume=auto`` where there is no ``last.pt`` to continue from,
+        and ``resume=PATH`` (another folder's checkpoint) into a folder with checkpoints of its own."""
         found = [name for name in CHECKPOINT_NAMES if (self.checkpoints / name).is_file()]
-        if found:
+        if not found:
+            return
+        listed = ", ".join(found)
+        if resume is None:
             raise RunFolderError(
-                f"the run folder {self.run_dir} already holds checkpoints ({', '.join(found)}) from an earlier "
+                f"the run folder {self.run_dir} already holds checkpoints ({listed}) from an earlier "
                 f"run; continue it with resume=auto, or start a new run in another folder (hydra.run.dir=PATH)"
             )
-
+        if resume == "auto":
+            if "last.pt" not in found:
+                raise RunFolderError(
+                    f"resume=auto: the run folder {self.run_dir} holds {listed} but no last.pt to continue from, "
+                    f"and starting afresh would overwrite it; start a new run from its weights in another folder "
+                    f"(init_weights={self.checkpoints / found[0]} hydra.run.dir=PATH), or move {listed} away")
+            return
+        if Path(str(resume)).expanduser().resolve().parent != self.checkpoints.resolve():
+            raise RunFolderError(
+                f"resume={resume}: the run folder {self.run_dir} already holds checkpoints ({listed}) of another "
+                f"run, which resuming here would overwrite; resume into a folder of its own (hydra.run.dir=PATH), "
+                f"or continue the folder's own run with resume=auto")

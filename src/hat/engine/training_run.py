@@ -18,6 +18,7 @@ from hat.engine.failures import bad_training_image, diverged
 from hat.engine.preemption import Preempted, PreemptionSignals, StopRequested, iterate_workers_safely
 from hat.engine.profiling import StepProfiler
 from hat.engine.resume import resume_training
+from hat.engine.resume_checks import data_identity
 from hat.engine.run_folder import RunFolder
 from hat.engine.step import training_step, wrap_for_training
 from hat.engine.test_report import TrainOutcome, report_scores
@@ -34,12 +35,14 @@ class TrainingRun:
     """One training: its parts (:class:`hat.engine.training_parts.TrainingParts`), the state the steps
     change (``self.state``), the tracker, and the verbs that move it on."""
 
-    def __init__(self, cfg, spec: RunSpec, folder: RunFolder, ranks, runtime, signals: PreemptionSignals) -> None:
-        """``cfg``: the run config (what checkpoints store; the seed, hardware, logger, resume and
-        initial weights are read from it); ``spec``: what :func:`hat.config.validate_train_config`
-        resolved the rest to; ``folder``: the run folder, acquired by process 0, which checks before
-        every step and every write that the folder is still its own."""
+    def __init__(self, cfg, spec: RunSpec, folder: RunFolder, ranks, runtime, signals: PreemptionSignals,
+                 overrides: list[str] | None = None) -> None:
+        """``cfg``: the run config (checkpoints store it; seed, hardware, logger, resume, initial weights
+        are read from it); ``spec``: what :func:`hat.config.validate_train_config` resolved the rest
+        to; ``folder``: the run folder (process 0 holds it and checks it is still its own before every
+        step and write); ``overrides``: the command line's, kept in ``results.json``."""
         self.cfg, self.spec, self.ranks, self.runtime, self.signals = cfg, spec, ranks, runtime, signals
+        self.overrides = overrides
         self.folder, self.run_dir, self.checkpoints = folder, folder.run_dir, folder.checkpoints
         self.config = to_plain(cfg)
         self.max_steps = spec.train.max_steps or math.inf
@@ -55,6 +58,7 @@ class TrainingRun:
                  self.ranks.rank, self.ranks.world_size)
         self.parts = build_training(self.cfg, self.spec, self.config, self.ranks, self.runtime)
         self.state, self.model, self.splits = self.parts.state, self.parts.state.model, self.parts.splits
+        self.data = data_identity(self.spec.data, self.splits)  # every checkpoint records it
         tracker_run_id = self.resume()
         self.start_step = self.state.step
         self.tracker = (build_tracker(self.cfg.logger, self.run_dir, self.config, tracker_run_id, self.state.step)
@@ -73,6 +77,7 @@ class TrainingRun:
             **self.state.state_dict(),
             "rng": gather_objects(capture_rng_state()),  # one entry per rank
             "config": self.config,
+            "data": self.data,
             "tracker_run_id": self.tracker.run_id,
         }
         if self.ranks.is_main:
@@ -84,7 +89,8 @@ class TrainingRun:
     def resume(self) -> str | None:
         """Load ``resume``'s checkpoint if any (:func:`hat.engine.resume.resume_training`); returns
         the W&B run id it continues (or None)."""
-        resumed = resume_training(self.cfg.get("resume"), self.checkpoints, self.state, self.config, self.ranks)
+        resumed = resume_training(self.cfg.get("resume"), self.checkpoints, self.state, self.config, self.ranks,
+                                  self.data, self.cfg.get("resume_changes") == "allow")
         if resumed is None:
             return None
         path, tracker_run_id = resumed
@@ -283,7 +289,7 @@ class TrainingRun:
         test, _ = report_scores(
             sims, "test", self.splits["test"].captions_per_image, self.spec.data.test_protocols,
             f"test split, best checkpoint (epoch {s.best_epoch})", results if self.ranks.is_main else None,
-            extra={"checkpoint": str(best_path), "best_epoch": s.best_epoch,
+            extra={"checkpoint": str(best_path), "best_epoch": s.best_epoch, "overrides": self.overrides,
                    "monitor": {self.spec.train.monitor: s.best_metric}, "provenance": provenance(self.config)},
         )
         self.tracker.log_metrics(test, s.step)
