@@ -203,3 +203,40 @@ def wait_for_step(metrics: Path, step: int, process, timeout: float = 180) -> No
         assert process.poll() is None, process.communicate()[1][-3000:]
         time.sleep(0.05)
     raise AssertionError(f"no step {step} within {timeout} s")
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """Tiny file systems to fill up: ``small_disk("256k")`` mounts a tmpfs of that size on a new folder
+    under ``tmp_path`` and returns the folder; ``small_disk.remount(folder, "ro")`` (or ``"size=64m"``)
+    changes its options. Everything mounted is unmounted when the test ends. Skips the test where
+    mounting is not permitted (not root, or a container without CAP_SYS_ADMIN)."""
+    import shutil
+    import subprocess
+
+    mounted: list[Path] = []
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        if shutil.which("mount") is None:
+            pytest.skip("no mount command: cannot make a small disk to fill")
+        return subprocess.run(["mount", *args], capture_output=True, text=True)
+
+    def mount(size: str) -> Path:
+        folder = tmp_path / f"disk{len(mounted)}"
+        folder.mkdir()
+        result = run("-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder))
+        if result.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs to fill a disk ({result.stderr.strip() or 'mount failed'})")
+        mounted.append(folder)
+        return folder
+
+    def remount(folder: Path, options: str) -> None:
+        result = run("-o", f"remount,{options}", str(folder))
+        assert result.returncode == 0, result.stderr
+
+    mount.remount = remount
+    try:
+        yield mount
+    finally:
+        for folder in reversed(mounted):
+            subprocess.run(["umount", "-l", str(folder)], capture_output=True)

@@ -84,3 +84,29 @@ def test_sigkill_at_random_moments_always_resumes_from_an_intact_checkpoint(tmp_
     assert a["step"] == b["step"] == 60
     for name, tensor in a["model"].items():
         assert torch.equal(tensor, b["model"][name]), name
+
+
+def test_a_disk_that_fills_up_stops_the_run_with_one_line_and_loses_nothing_written(small_disk):
+    # Epoch 0 writes best.pt and last.pt of about 6 MB each (the encoders frozen: no optimizer state
+    # for them); epoch 1's checkpoint, with Adam's state of the unfrozen encoders, is about 18 MB and
+    # cannot be written beside them on a 20 MB disk.
+    disk = small_disk("20m")
+    run_dir, checkpoints = disk / "run", disk / "run" / "checkpoints"
+    run = [*(item for item in RUN if not item.startswith("train.epochs=")), "train.epochs=2",
+           f"hydra.run.dir={run_dir}"]
+    full = subprocess.run([sys.executable, "train.py", *run], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert full.returncode == 2, full.stderr[-3000:]
+    assert "Traceback" not in full.stderr, full.stderr[-3000:]
+    line = full.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"error: cannot write checkpoint {checkpoints}/"), line
+    assert f": the disk is full (No space left on device); free space on {disk} (" in line, line
+    assert line.endswith(f"then resume with resume=auto hydra.run.dir={run_dir}"), line
+    assert sorted(path.name for path in checkpoints.iterdir()) == ["best.pt", "last.pt"]  # no temporary file
+    assert load_checkpoint(checkpoints / "last.pt")["epoch"] == 1 and not (run_dir / "results.json").exists()
+
+    small_disk.remount(disk, "size=64m")  # the space freed: the run goes on from epoch 0's checkpoint
+    resumed = subprocess.run([sys.executable, "train.py", *run, "resume=auto"], cwd=ROOT, capture_output=True,
+                             text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert load_checkpoint(checkpoints / "last.pt")["epoch"] == 2 and (run_dir / "results.json").is_file()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from hat.atomic import atomic_write
+from hat.atomic import atomic_write, write_failed
 from hat.checks import ConfigError
 from hat.models.weights import read_torch_file
 
@@ -20,8 +20,28 @@ REQUIRED_KEYS = ("format", "model", "config")
 
 def save_checkpoint(state: dict, path: Path) -> None:
     """Write ``state`` to ``path`` through a temporary file in the same folder and an atomic rename,
-    so a crash mid-write never leaves a truncated checkpoint behind."""
-    atomic_write(path, lambda handle: torch.save(state, handle))
+    so a crash mid-write never leaves a truncated checkpoint behind.
+
+    A write that fails (a full disk, no permission, a read-only file system) removes the temporary
+    file, leaves any previous ``path`` as it was, and raises a one-line
+    :class:`hat.atomic.WriteFailed` (a :class:`ConfigError`: train.py prints it and exits with
+    status 2): ``cannot write checkpoint PATH: the disk is full (No space left on device); free
+    space on MOUNT (N free now), then resume with resume=auto hydra.run.dir=RUN``.
+    """
+    try:
+        atomic_write(path, lambda handle: torch.save(state, handle))
+    except (OSError, RuntimeError) as error:
+        failed = write_failed(error, path, f"checkpoint {path}", then=_resume_hint(path))
+        if failed is None:
+            raise
+        raise failed from error
+
+
+def _resume_hint(path: Path) -> str:
+    """How the run that was writing ``path`` goes on once the disk is fixed."""
+    if path.parent.name != "checkpoints":  # not a run folder's checkpoint
+        return "then resume with resume=auto"
+    return f"then resume with resume=auto hydra.run.dir={path.parent.parent}"
 
 
 def load_checkpoint(path: Path) -> dict:
