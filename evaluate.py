@@ -12,10 +12,12 @@ from hat.config import ConfigError
 from hat.data.problems import DatasetError
 from hat.engine.eval_spec import eval_spec
 from hat.engine.evaluate_checkpoint import evaluate
+from hat.paths import PATH_OPTIONS, absolute_paths, expand_home
 
 
 @hydra.main(config_path="conf", config_name="evaluate", version_base="1.3")
 def main(cfg: DictConfig) -> None:
+    absolute_paths(cfg, PATH_OPTIONS["evaluate"])
     hydra_cfg = HydraConfig.get()
     try:
         evaluate(eval_spec(cfg, Path(hydra_cfg.runtime.output_dir), list(hydra_cfg.overrides.task)))
@@ -25,4 +27,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    sys.argv = expand_home(sys.argv, PATH_OPTIONS["evaluate"])
     main()

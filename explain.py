@@ -11,10 +11,12 @@ from omegaconf import DictConfig
 from hat.config import ConfigError, require_int
 from hat.data.problems import DatasetError
 from hat.data.records import BadImageError
+from hat.paths import PATH_OPTIONS, absolute_paths, expand_home
 
 
 @hydra.main(config_path="conf", config_name="explain", version_base="1.3")
 def main(cfg: DictConfig) -> None:
+    absolute_paths(cfg, PATH_OPTIONS["explain"])
     try:
         from hat.explain import attention_figure
         from hat.retriever import load
@@ -32,4 +34,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    sys.argv = expand_home(sys.argv, PATH_OPTIONS["explain"])
     main()

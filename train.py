@@ -16,6 +16,7 @@ from hat.engine.failures import TrainingDiverged, last_line
 from hat.engine.loop import train
 from hat.engine.preemption import EXIT_PREEMPTED, Preempted, PreemptionSignals, in_submitit_job
 from hat.engine.slurm_job import SubmititJob, continue_command, leave_submitit_job
+from hat.paths import PATH_OPTIONS, absolute_paths, expand_home
 from hat.wandb_tracker import override_tags, sweep_group
 
 EXIT_ERROR = 2  # a bad config or dataset: fix the input, do not retry as is
@@ -93,7 +94,9 @@ def hydra_record(cfg: DictConfig, run_dir: Path):
 @hydra.main(config_path="conf", config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
     """Run one training job in Hydra's output directory; returns the validation monitor of the best
-    checkpoint (``train.monitor``), which sweepers and tuners optimise: never a test metric."""
+    checkpoint (``train.monitor``), which sweepers and tuners optimise: never a test metric.
+    Its path options are made absolute first, so the checkpoints store paths that work from anywhere."""
+    absolute_paths(cfg, PATH_OPTIONS["train"])
     label_run(cfg)
     if cfg.print_config and from_environment().is_main:
         print_config_tree(cfg)
@@ -115,5 +118,6 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    sys.argv = expand_home(sys.argv, PATH_OPTIONS["train"])
     register_resolvers()
     main()

@@ -122,7 +122,7 @@ def resolve_layout(name: str, root: Path, wanted: str, use_restval: bool) -> str
     if not root.is_dir():
         raise FileNotFoundError(
             f"dataset.root={root} does not exist (dataset={name}). Expected layout: {expected}. "
-            f"Download the dataset and pass dataset.root=PATH"
+            f"Download the dataset and pass {_root_hint(name)}"
         )
     missing = {layout: [file for file in _required_files(name, layout, use_restval) if not (root / file).is_file()]
                for layout in candidates}
@@ -139,8 +139,14 @@ def resolve_layout(name: str, root: Path, wanted: str, use_restval: bool) -> str
     )
     raise FileNotFoundError(
         f"dataset.root={root} holds neither {name} layout (dataset.layout=auto). Looked for:{looked_for}\n"
-        f"Pass dataset.root=PATH, or dataset.layout={'|'.join(candidates)} to require one layout"
+        f"Pass {_root_hint(name)} (and dataset.layout={'|'.join(candidates)} to require one layout)"
     )
+
+
+def _root_hint(name: str) -> str:
+    """The overrides that give dataset ``name`` another root, for train.py and evaluate.py alike:
+    evaluate.py has no ``dataset`` unless one is named (a checkpoint's own is read from it)."""
+    return f"dataset={name} dataset.root=PATH"
 
 
 def _describe(name: str, layout: str) -> str:
