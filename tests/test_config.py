@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 import subprocess
 import sys
-import time
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -143,16 +142,16 @@ def test_bad_values_fail_before_the_model_is_built(monkeypatch, tmp_path, tiny_c
         (["dataset=f30k"], "dataset_flickr30k.json"),
     ],
 )
-def test_cli_missing_dataset_root_exits_quickly_naming_the_path_and_layout(tmp_path, overrides, expected_file):
-    start = time.monotonic()
-    result = subprocess.run(
+def test_cli_missing_dataset_root_exits_before_any_work_naming_the_path_and_layout(tmp_path, overrides, expected_file):
+    result = subprocess.run(  # timeout: a hang guard only, not a speed bound
         [sys.executable, "train.py", *overrides, "dataset.root=/nonexistent", f"hydra.run.dir={tmp_path}"],
-        cwd=ROOT, capture_output=True, text=True, timeout=60,
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
     )
-    elapsed = time.monotonic() - start
     assert result.returncode == 2
     assert "dataset.root=/nonexistent" in result.stderr and expected_file in result.stderr
-    assert elapsed < 30, f"took {elapsed:.1f} s"
+    log = (tmp_path / "train.log").read_text()  # stopped at the config check: no device, dataset or model yet
+    assert "] - device " not in log and "] - dataset " not in log and "] - model: " not in log, log
+    assert not (tmp_path / "checkpoints").exists()
 
 
 def _sweep_jobs(name: str) -> list[list[str]]:

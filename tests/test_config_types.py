@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -196,14 +195,13 @@ def test_helpers_return_good_values_and_refuse_bools_floats_and_non_finite_numbe
     [("train.batch_size=abc", "train.batch_size='abc'"), ("eval.batch_size=0", "eval.batch_size=0")],
 )
 def test_cli_bad_type_exits_2_naming_the_field_without_a_traceback_or_checkpoints(tmp_path, override, field):
-    start = time.monotonic()
-    result = subprocess.run(
+    result = subprocess.run(  # timeout: a hang guard only, not a speed bound
         [sys.executable, "train.py", *TINY_RUN, "logger=none", override, f"hydra.run.dir={tmp_path}"],
-        cwd=ROOT, timeout=60, capture_output=True, text=True,
+        cwd=ROOT, timeout=600, capture_output=True, text=True,
     )
-    elapsed = time.monotonic() - start
     assert result.returncode == 2, result.stderr[-2000:]
     assert f"error: {field} must be" in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
     assert not list(tmp_path.rglob("*.pt")) and not (tmp_path / "checkpoints").exists()
-    assert elapsed < 30, f"took {elapsed:.1f} s"
+    log = (tmp_path / "train.log").read_text()  # stopped at the config check: no device, dataset or model yet
+    assert "] - device " not in log and "] - dataset " not in log and "] - model: " not in log, log

@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -141,21 +140,23 @@ def test_group_without_sweep_file_or_by_is_one_line(capsys, tmp_path, monkeypatc
 
 
 @pytest.mark.parametrize("api_key", [None, "x" * 40], ids=["no-login", "login"])
-def test_saving_without_a_reachable_server_is_one_line_quickly(tmp_path, api_key):
+def test_saving_without_a_login_or_a_reachable_server_stops_at_its_own_check_in_one_line(tmp_path, api_key):
     env = {key: value for key, value in os.environ.items() if not key.startswith("WANDB_")}
     env.update(WANDB_BASE_URL="http://127.0.0.1:9", WANDB_MODE="disabled", WANDB_CONFIG_DIR=str(tmp_path),
                NETRC=str(tmp_path / "no-netrc"), PYTHONPATH=str(ROOT / "src"))
     if api_key:
         env["WANDB_API_KEY"] = api_key
-    started = time.monotonic()
-    done = subprocess.run(
+    done = subprocess.run(  # timeout: a hang guard only, not a speed bound
         [sys.executable, "-m", "hat.dashboard", "--project", "hat", "--entity", "team", "--timeout", "2"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
     )
     assert done.returncode == 2, done.stderr
     assert done.stdout == "" and done.stderr.count("\n") == 1, done.stderr
-    assert ("no W&B login" if api_key is None else "http://127.0.0.1:9") in done.stderr
-    assert "Traceback" not in done.stderr and time.monotonic() - started < 30
+    # The login check, or the command's own single probe of the server, stopped it: wandb's client
+    # (which retries an unreachable server for minutes) was never asked to log in.
+    expected = "no W&B login found" if api_key is None else "no answer from the W&B server http://127.0.0.1:9 "
+    assert done.stderr.startswith(f"hat.dashboard: {expected}"), done.stderr
+    assert "logging in at" not in done.stderr and "Traceback" not in done.stderr
 
 
 def test_saving_updates_what_is_already_saved(monkeypatch):

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import logging
-import resource
 import struct
 import subprocess
 import sys
@@ -186,17 +185,15 @@ def test_train_py_exits_before_training_on_a_truncated_test_image(tmp_path):
     bad = root / "images" / "00014.jpg"
     truncate(bad)
     run = tmp_path / "run"
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    result = subprocess.run(
+    result = subprocess.run(  # timeout: a hang guard only, not a speed bound
         [sys.executable, "train.py", *TINY_TRAINING, "dataset=f30k", f"dataset.root={root}", "logger=none",
          f"hydra.run.dir={run}"],
-        cwd=ROOT, capture_output=True, text=True, timeout=60,
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
     )
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     assert result.returncode == 2, result.stderr[-3000:]
-    # Within 30 s: CPU seconds rather than wall-clock ones, which other jobs on the machine stretch (the
-    # imports alone take about 15 CPU seconds). That no training step ran, the missing checkpoint shows.
-    assert (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime) < 30
     assert f"{bad}: does not decode: " in result.stderr and "(test image 00014.jpg)" in result.stderr
     assert "Traceback" not in result.stderr
-    assert not (run / "checkpoints" / "last.pt").exists()
+    # Stopped while reading the splits: their sizes never logged, no model built, no step run.
+    log = (run / "train.log").read_text()
+    assert "] - dataset f30k: reading " in log and "] - dataset f30k: {" not in log and "] - model: " not in log, log
+    assert not (run / "checkpoints" / "last.pt").exists() and not (run / "metrics.jsonl").exists()

@@ -109,13 +109,13 @@ def _lock_holders() -> list[str]:
     return holders
 
 
-def test_the_cluster_script_runs_again_at_once_while_the_cluster_is_up():
+def test_the_cluster_script_runs_again_without_waiting_on_its_lock_while_the_cluster_is_up():
     """A second `.ci/run` (or `start` after a stop) must not wait on a lock a daemon inherited."""
     _slurm_or_skip()
-    started = time.monotonic()
-    result = subprocess.run(["bash", str(SCRIPT), "start"], capture_output=True, text=True, timeout=120)
+    assert _lock_holders() == [], "a daemon of the running cluster holds local_slurm.sh's lock"
+    # timeout: a hang guard only. A start that waited on the lock would fail after flock's 300 s, naming it.
+    result = subprocess.run(["bash", str(SCRIPT), "start"], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert time.monotonic() - started < 60, "local_slurm.sh waited for its lock"
     assert _lock_holders() == []
 
 

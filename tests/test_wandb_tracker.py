@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -47,14 +46,13 @@ def test_labels():
     assert sweep_group(None, "multirun/2026-11-27/11-42-21") == "multirun-2026-11-27-11-42-21"
 
 
-def _train(tmp_path: Path, run_dir: Path, *overrides: str, env: dict) -> tuple[subprocess.CompletedProcess, float]:
-    start = time.perf_counter()
-    result = subprocess.run(
+def _train(tmp_path: Path, run_dir: Path, *overrides: str, env: dict) -> subprocess.CompletedProcess:
+    result = subprocess.run(  # timeout: a hang guard only, not a speed bound
         [sys.executable, "train.py", *TINY_RUN, f"hydra.run.dir={run_dir}", *overrides],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    return result, time.perf_counter() - start
+    return result
 
 
 @pytest.fixture(scope="module")
@@ -63,14 +61,14 @@ def offline_training(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("offline")
     env = isolated_environment(tmp_path)
     run_dir = tmp_path / "run"
-    _, first_seconds = _train(tmp_path, run_dir, "logger.mode=offline", "train.epochs=1", env=env)
+    _train(tmp_path, run_dir, "logger.mode=offline", "train.epochs=1", env=env)
     _train(tmp_path, run_dir, "logger.mode=offline", "resume=auto", "train.epochs=3", env=env)
-    return tmp_path, run_dir, first_seconds
+    return tmp_path, run_dir
 
 
 @pytest.mark.slow
 def test_offline_run_records_config_metrics_examples_and_results(offline_training):
-    tmp_path, run_dir, _ = offline_training
+    tmp_path, run_dir = offline_training
     first, resumed = (read_offline_run(path) for path in offline_runs(tmp_path))
     assert resumed.run_id == first.run_id  # resume=auto continues the same W&B run
     assert resumed.exit_code == 0
@@ -116,19 +114,18 @@ def test_offline_run_records_config_metrics_examples_and_results(offline_trainin
 
 
 @pytest.mark.slow
-def test_an_unreachable_server_falls_back_to_an_offline_run(tmp_path, offline_training):
-    _, _, offline_seconds = offline_training  # the same one-epoch training, offline from the start
+def test_an_unreachable_server_falls_back_to_an_offline_run_without_trying_wandb_online(tmp_path):
     env = isolated_environment(tmp_path, WANDB_BASE_URL="http://127.0.0.1:9", WANDB_API_KEY="a" * 40)
     run_dir = tmp_path / "run"
-    result, seconds = _train(
-        tmp_path, run_dir, "logger.mode=online", "logger.init_timeout=5", "train.epochs=1", env=env
-    )
+    result = _train(tmp_path, run_dir, "logger.mode=online", "logger.init_timeout=5", "train.epochs=1", env=env)
     assert (run_dir / "results.json").is_file()
+    # The run's own probe of the server failed, so wandb (which retries an unreachable server for
+    # minutes) never started online: one offline run, and no online run folder.
     warning = "W&B could not start online (no answer from the W&B server http://127.0.0.1:9 "
-    assert warning in result.stderr + result.stdout
+    assert (result.stderr + result.stdout).count(warning) == 1
     (offline,) = offline_runs(tmp_path)
     assert "test/rsum" in read_offline_run(offline).summary
-    assert seconds - offline_seconds < 60, f"{seconds:.0f} s against {offline_seconds:.0f} s offline"
+    assert not list((tmp_path / "wandb_dir" / "wandb").glob("run-*"))
 
 
 def test_a_wandb_folder_that_cannot_be_created_leaves_the_run_to_its_local_files(tmp_path, caplog):
