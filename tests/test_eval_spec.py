@@ -62,3 +62,34 @@ def test_exactly_one_source(tmp_path, overrides, given):
 def test_settings_that_cannot_work(tmp_path, overrides, problem):
     with pytest.raises(ConfigError, match=problem):
         _spec(tmp_path, *overrides)
+
+
+def test_the_export_target_is_checked_before_the_evaluation(tmp_path):
+    expected = "give a new or empty folder, or an earlier export to replace"
+    (tmp_path / "model.bin").write_text("weights")
+    (tmp_path / "project").mkdir()
+    (tmp_path / "project" / "README.md").write_text("# someone's project")
+    refused = {
+        "model.bin": rf"export={tmp_path}/model.bin is an existing file: {expected}$",
+        "project": rf"export={tmp_path}/project is a folder that holds other files \(README.md\), not an earlier "
+                   rf"export: {expected}$",
+        "model.bin/out": rf"export={tmp_path}/model.bin/out cannot be created: {tmp_path}/model.bin is a file, "
+                         rf"not a folder; {expected}$",
+    }
+    for target, message in refused.items():
+        with pytest.raises(ConfigError, match=message):
+            _spec(tmp_path, "checkpoint=a.pt", f"export={tmp_path / target}")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "earlier").mkdir()
+    (tmp_path / "earlier" / "model.safetensors").write_bytes(b"")
+    for target in ("new/deeper", "empty", "earlier"):
+        assert _spec(tmp_path, "checkpoint=a.pt", f"export={tmp_path / target}").export == tmp_path / target
+    assert (tmp_path / "project" / "README.md").read_text() == "# someone's project"
+
+
+def test_an_export_target_on_a_read_only_disk_is_refused(tmp_path, small_disk):
+    disk = small_disk("64k")
+    small_disk.remount(disk, "ro")
+    with pytest.raises(ConfigError, match=rf"export={disk}/out cannot be written: {disk} is not writable \(a read-only "
+                                          rf"file system\); give a new or empty folder"):
+        _spec(tmp_path, "checkpoint=a.pt", f"export={disk / 'out'}")

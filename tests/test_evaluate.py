@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -164,6 +165,34 @@ def test_evaluate_needs_a_checkpoint_checkpoints_or_scores(tmp_path):
 def test_evaluate_names_a_missing_checkpoint(tmp_path):
     result = _run("evaluate.py", f"checkpoint={tmp_path}/missing.pt", f"hydra.run.dir={tmp_path}")
     assert result.returncode == 2 and "missing.pt" in result.stderr
+
+
+def test_cli_refuses_an_existing_file_as_export_before_evaluating(trained_run, tmp_path):
+    target = tmp_path / "model.safetensors"  # say, weights saved earlier
+    target.write_bytes(b"keep me")
+    run = tmp_path / "run"
+    result = _run("evaluate.py", f"checkpoint={trained_run}/checkpoints/best.pt", "hardware=cpu", f"export={target}",
+                  f"hydra.run.dir={run}")
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: export={target} is an existing file: give a new or empty folder, or an earlier export to replace")
+    assert target.read_bytes() == b"keep me"
+    assert not (run / "results.json").exists() and "| fused |" not in result.stdout  # no evaluation ran
+
+
+def test_an_export_that_fills_the_disk_is_one_line_naming_the_folder(trained_run, small_disk):
+    from hat.engine.checkpoint import load_checkpoint
+    from hat.models.export import export_model
+
+    state = load_checkpoint(trained_run / "checkpoints" / "best.pt")
+    disk = small_disk("256k")  # the tiny model's weights need about 6 MB
+    with pytest.raises(ConfigError, match=re.escape(
+            f"cannot write the exported model in {disk / 'export'}: the disk is full (No space left on device); "
+            f"free space on {disk} (")) as error:
+        export_model(state["model"], state["config"], disk / "export")
+    assert str(error.value).endswith("free now), then export again (or give another export= folder)")
+    assert list((disk / "export").iterdir()) == []  # no temporary file left
 
 
 def test_export_folder_evaluates_the_same_and_seeds_training(trained_run, tmp_path, tiny_config):

@@ -12,6 +12,7 @@ from hat.checks import ConfigError, show, to_plain
 from hat.config import validate_eval_config
 from hat.data.records import SPLIT_NAMES
 from hat.engine.score_file import SCORE_DTYPES
+from hat.models.export import check_export_target
 from hat.tracking import LOGGERS
 from hat.wandb_tracker import resolve_mode
 
@@ -32,8 +33,9 @@ class EvalSpec:
     config of a release. ``levels``: ``eval.levels``, 1-based positions of the trained levels to
     fuse (None: all). ``save_scores``: write the scores, as ``scores_dtype`` (float16 or
     float32), before evaluating them. ``logger``: the ``logger`` config (``backend: wandb`` opens a W&B run);
-    ``overrides``: the command line's overrides, which tag that run. Combinations that cannot work
-    raise a :class:`ConfigError` here.
+    ``overrides``: the command line's overrides, which tag that run. ``export``: a folder to write
+    the model to (:func:`hat.models.export.check_export_target` says which). Combinations that
+    cannot work, and an ``export`` target that cannot be written, raise a :class:`ConfigError` here.
     """
 
     run_dir: Path
@@ -56,8 +58,10 @@ class EvalSpec:
             raise ConfigError(ONE_SOURCE)
         if self.split is not None and self.split not in SPLIT_NAMES:
             raise ConfigError(f"split={self.split!r} is not one of {SPLIT_NAMES}")
-        if self.export is not None and len(self.checkpoints) != 1:
-            raise ConfigError(f"export={self.export} writes one model: give it with checkpoint=PATH only")
+        if self.export is not None:
+            if len(self.checkpoints) != 1:
+                raise ConfigError(f"export={self.export} writes one model: give it with checkpoint=PATH only")
+            check_export_target(self.export)  # before the evaluation, not after it
         if self.scores is not None:
             given = [name for name, value in (("dataset", self.dataset), ("eval.save_scores", self.save_scores))
                      if value]
