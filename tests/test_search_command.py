@@ -100,3 +100,18 @@ def test_cli_searches_a_folder_and_reports_a_missing_one(searchable, tmp_path):
     )
     assert missing.returncode == 2 and f"images={tmp_path / 'nowhere'}: no such folder" in missing.stderr
     assert "Traceback" not in missing.stderr
+
+
+def test_cli_a_full_cache_disk_is_one_line_naming_the_cache_file(searchable, tmp_path, small_disk):
+    retriever, folder, captions = searchable
+    disk = small_disk("4k")  # one page: the cache's folders fit, a shard of features does not
+    result = subprocess.run(
+        [sys.executable, "search.py", f"checkpoint={retriever.source.path}", f"images={folder}",
+         "query=a red circle", "hardware=cpu", f"cache_dir={disk}", "progress=false", f"hydra.run.dir={tmp_path}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"error: cannot write the feature cache file {disk}/"), line
+    assert line.endswith("or point cache_dir= at another folder") and "the disk is full" in line, line

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import re
 import shutil
 
 import pytest
 import torch
+from safetensors.torch import save
 
 import hat
 import hat.search.feature_cache as feature_cache
+from hat.config import ConfigError
 from hat.data.build import build_splits
 from hat.data.spec import data_spec
 from hat.data.split_folder import write_split_folder
@@ -89,3 +93,82 @@ def test_a_folder_without_images_is_an_error(tmp_path):
     (tmp_path / "notes.txt").write_text("hello")
     with pytest.raises(FileNotFoundError, match="holds no image files"):
         list_images(tmp_path)
+
+
+def _same_as_direct_encoding(retriever, folder, shards) -> bool:
+    blocks = list(read_shards(shards, torch.device("cpu")))
+    cached = [torch.cat([features.levels[k] for _, features in blocks]) for k in range(3)]
+    direct = retriever.encode_images([folder / name for name in list_images(folder)], batch_size=4)
+    return all(torch.equal(a.float(), b.float()) for a, b in zip(cached, direct.levels))
+
+
+def test_damaged_cache_files_are_encoded_again_with_a_warning_naming_each(setup, caplog):
+    retriever, folder, cache, _, encoded = setup
+    shards = _build(retriever, folder, cache)
+    truncated, garbage, foreign = (shard.path for shard in shards)
+    truncated.write_bytes(truncated.read_bytes()[:-100])
+    garbage.write_text("not a safetensors file")
+    foreign.write_bytes(save({"level1": torch.zeros(4, 2)},
+                             metadata={"images": json.dumps(shards[2].images), "skipped": "[]"}))
+    with caplog.at_level(logging.WARNING):
+        again = _build(retriever, folder, cache)
+    assert [shard.path for shard in again] == [truncated, garbage, foreign] and sum(encoded) == 40
+    for path in (truncated, garbage, foreign):
+        assert f"feature cache file {path} cannot be read (" in caplog.text
+    assert "it holds ['level1'], expected ['level1', 'level2', 'level3']" in caplog.text
+    assert _same_as_direct_encoding(retriever, folder, again)
+    assert sorted(p.name for p in truncated.parent.iterdir()) == sorted(p.name for p in (truncated, garbage, foreign))
+
+
+def test_a_full_cache_disk_is_one_line_naming_the_file_and_keeps_the_shards_written(setup, small_disk):
+    retriever, folder, cache, _, encoded = setup
+    shard_bytes = _build(retriever, folder, cache)[0].path.stat().st_size
+    disk = small_disk("8m")
+    filler = disk / "filler"
+    filler.write_bytes(b"\0" * (shutil.disk_usage(disk).free - shard_bytes * 3 // 2))  # room for one shard
+    with pytest.raises(ConfigError) as error:
+        _build(retriever, folder, disk / "cache")
+    message = str(error.value)
+    assert re.fullmatch(rf"cannot write the feature cache file {re.escape(str(disk))}/cache/\w+/shard-\w+"
+                        rf"\.safetensors: the disk is full \(No space left on device\); free space on "
+                        rf"{re.escape(str(disk))} \([\d.]+ \w+ free now\), or point cache_dir= at another folder",
+                        message), message
+    (home,) = (disk / "cache").iterdir()
+    assert len(list(home.iterdir())) == 1  # the first shard stays; no temporary file
+    filler.unlink()
+    assert sum(encoded) == 20 + 16
+    assert _same_as_direct_encoding(retriever, folder, _build(retriever, folder, disk / "cache"))
+    assert sum(encoded) == 20 + 16 + 12  # the shard written before the disk filled up is used
+
+
+def test_a_read_only_cache_serves_what_it_holds_and_names_a_file_it_cannot_replace(setup, small_disk, caplog):
+    retriever, folder, _, _, encoded = setup
+    disk = small_disk("8m")
+    shards = _build(retriever, folder, disk)
+    stale = shards[0].path.with_name("shard-outdated.safetensors")
+    shutil.copy(shards[0].path, stale)
+    small_disk.remount(disk, "ro")
+    with caplog.at_level(logging.WARNING):
+        assert _same_as_direct_encoding(retriever, folder, _build(retriever, folder, disk))
+    assert f"cannot delete the outdated feature cache file {stale} (Read-only file system)" in caplog.text
+    assert sum(encoded) == 20
+
+    small_disk.remount(disk, "rw")
+    shards[1].path.write_text("damaged")
+    small_disk.remount(disk, "ro")
+    with pytest.raises(ConfigError, match=re.escape(
+            f"cannot write the feature cache file {shards[1].path}: {disk} is mounted read-only (Read-only file "
+            f"system); remount {disk} read-write, or point cache_dir= at another folder")):
+        _build(retriever, folder, disk)
+
+
+
+def test_a_shard_damaged_during_the_search_is_one_line_naming_it(setup):
+    retriever, folder, cache, _, _ = setup
+    shards = _build(retriever, folder, cache)
+    shards[1].path.write_bytes(b"")
+    blocks = read_shards(shards, torch.device("cpu"))
+    next(blocks)
+    with pytest.raises(ConfigError, match=re.escape(f"cannot read the feature cache file {shards[1].path} (")
+                       + r".+\): it changed during the search; search again \(a damaged file is then encoded again\)$"):
+        next(blocks)
