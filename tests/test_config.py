@@ -284,3 +284,32 @@ def test_the_optuna_search_tunes_four_settings_in_the_monitors_direction(monitor
     sweeper = cfg.hydra.sweeper
     assert sweeper.direction == direction
     assert set(sweeper.params) == {"loss.margin", "alignment.smooth", "optim.lr", "optim.warmup_epochs"}
+
+
+@pytest.mark.parametrize(("group", "typo"),
+                         [("experiment", "quickstar"), ("debug", "fdrr"), ("hparams_search", "optunaa")])
+def test_a_misspelt_experiment_debug_or_search_option_stops_with_hydras_list_of_options(group, typo):
+    from hydra.errors import MissingConfigException
+
+    with pytest.raises(MissingConfigException, match=f"Could not find '{group}/{typo}'") as error:
+        compose_config("train", [f"{group}={typo}"])
+    listed = str(error.value).split(f"Available options in '{group}':")[1].split("Config search path")[0].split()
+    assert listed == sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+def test_without_experiment_debug_or_search_nothing_of_those_groups_is_chosen():
+    """The groups default to no option (null), so a plain multirun's W&B group stays ``multirun-...``."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        choices = compose("train", [], return_hydra_config=True).hydra.runtime.choices
+    assert choices.experiment is None and choices.debug is None and choices.hparams_search is None
+
+
+def test_cli_misspelt_experiment_exits_with_hydras_list_of_options_before_any_work(tmp_path):
+    result = subprocess.run(  # timeout: a hang guard only, not a speed bound
+        [sys.executable, "train.py", "experiment=quickstar", f"hydra.run.dir={tmp_path / 'run'}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode != 0
+    assert "Could not find 'experiment/quickstar'" in result.stderr
+    assert "Available options in 'experiment':\n\that_coco\n\that_f30k\n\tquickstart\n" in result.stderr
+    assert not (tmp_path / "run").exists()
