@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -157,9 +158,9 @@ def test_search_and_explain_load_the_model_the_command_line_names(command, overr
         raise FileNotFoundError(f"no model at {path}")
 
     monkeypatch.setattr(hat.retriever, "load", load)
-    entry = __import__(command)
+    entry = runpy.run_path(str(ROOT / f"{command}.py"), run_name=f"entry_{command}")  # not bench/{command}.py
     with pytest.raises(SystemExit):
-        entry.main.__wrapped__(compose_config(command, overrides))
+        entry["main"].__wrapped__(compose_config(command, overrides))
     home, _ = home_and_work
     assert loaded == [home / "runs" / "best.pt"], capsys.readouterr().err
 
