@@ -169,3 +169,34 @@ def test_fused_attention_gives_the_same_features_as_timms_own():
         plain = encoder(pixels)
     for a, b in zip(fused, plain):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_training_without_dropout_repeats_itself_and_batch_norms_still_learn():
+    """``train.dropout=false`` (debug=overfit): the same batch gives the same features at the same
+    weights, while a CNN's batch norms keep updating their statistics as in training."""
+    from conftest import compose_config
+
+    cfg = compose_config("train", ["encoder=tiny"])
+    torch.manual_seed(0)
+    model = build_model(model_spec(cfg))
+    images, tokens = torch.randn(2, 3, 64, 64), _tokens(cfg, ["a red circle", "two blue squares"])
+
+    def features():
+        image_levels, caption_levels, _ = model(images, tokens["input_ids"], tokens["attention_mask"])
+        return torch.cat([image_levels[-1].flatten(), caption_levels[-1].flatten()])
+
+    model.train_mode()
+    assert not torch.equal(features(), features())  # BERT's dropout
+    model.train_mode(dropout=False)
+    assert torch.equal(features(), features())
+
+    cnn = build_image_encoder(ImageEncoderSpec(family="cnn", name="efficientnet_lite0", depth=5, image_size=64),
+                              taps=[3, 4, 5], pretrained=False)
+    with_batch_norms = type(model)(cnn, model.text_encoder, embed_dim=16)
+    with_batch_norms.train_mode(dropout=False)
+    norms = [m for m in with_batch_norms.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    assert norms and all(m.training for m in norms)
+    assert not any(m.training for m in with_batch_norms.modules() if m not in norms)
+    before = norms[0].running_mean.clone()
+    with_batch_norms.encode_images(images)
+    assert not torch.equal(before, norms[0].running_mean)

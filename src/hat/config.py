@@ -64,12 +64,15 @@ def _check_train(cfg) -> TrainSpec:
     require_int("train.early_stop", train.early_stop, 1, optional=True,
                 why="validations without a better train.monitor before training stops")
     require_int("train.limit_batches", train.limit_batches, 1, optional=True, why="batches an epoch")
-    require_int("train.overfit_batches", train.overfit_batches, 0, why="batches of the first pairs trained on; 0: off")
+    require_int("train.overfit_batches", train.overfit_batches, 0,
+                why="batches of the first images (one caption each) trained on; 0: off")
     require_int("train.profile_steps", train.profile_steps, 0, why="optimizer steps traced by torch.profiler; 0: off")
+    if not isinstance(train.dropout, bool):
+        raise ConfigError(f"train.dropout={train.dropout!r} must be true or false (false: no dropout or drop path)")
     names, higher_is_better = monitor_terms(train.monitor, len(cfg.alignment.levels))
     return TrainSpec(train.epochs, train.max_steps, train.batch_size, train.accumulate, train.freeze_epochs,
                      train.log_every, str(train.monitor), tuple(names), higher_is_better, train.early_stop,
-                     train.limit_batches, train.overfit_batches, train.profile_steps)
+                     train.limit_batches, train.overfit_batches, train.profile_steps, train.dropout)
 
 
 def _check_optim(cfg) -> OptimSpec:

@@ -16,7 +16,8 @@ class TrainSpec:
     resolved into the metric names it sums and whether higher is better, and ``early_stop``: the
     validations without a better monitor after which training stops (None: never). Debugging aids:
     ``limit_batches`` per epoch (None: all), ``overfit_batches`` (train on that many batches of the
-    first pairs; 0: off) and ``profile_steps`` traced by torch.profiler (0: off)."""
+    first images, one caption each; 0: off), ``profile_steps`` traced by torch.profiler (0: off) and
+    ``dropout`` (False: the model trains without dropout, attention dropout or drop path)."""
 
     epochs: int
     max_steps: int | None
@@ -31,6 +32,7 @@ class TrainSpec:
     limit_batches: int | None = None
     overfit_batches: int = 0
     profile_steps: int = 0
+    dropout: bool = True
 
 
 @dataclass(frozen=True)

@@ -26,25 +26,31 @@ class PairDataset(Dataset):
     split's image loader and the transform gives a ``(3, S, S)`` tensor; the device-decode path
     reads file bytes instead (:mod:`hat.data.device_decode`). The augmentation of a pair depends
     only on ``(seed, epoch, p)``, not on which worker or process draws it, so runs and resumed
-    runs see the same crops.
+    runs see the same crops. With ``first_captions=True`` item ``i`` is pair ``i * K`` (the first
+    caption of image ``i``) and there are as many items as images: ``train.overfit_batches`` trains
+    on those, so that no batch holds two captions of one image (each the other's negative, which
+    keeps a hinge loss above a floor however well the model fits).
     """
 
     def __init__(
-        self, split: CaptionedImages, transform: Callable, seed: int, read: Callable[[ImageRecord], Any] | None = None
+        self, split: CaptionedImages, transform: Callable, seed: int, read: Callable[[ImageRecord], Any] | None = None,
+        first_captions: bool = False,
     ) -> None:
         self.split = split
         self.transform = transform
         self.seed = seed
         self.read = read or split.load_image
         self.epoch = 0
+        self.stride = split.captions_per_image if first_captions else 1
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return self.split.num_pairs
+        return self.split.num_pairs // self.stride
 
-    def __getitem__(self, pair: int) -> tuple[torch.Tensor, str, int]:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, str, int]:
+        pair = index * self.stride
         image_index, caption_index = divmod(pair, self.split.captions_per_image)
         record = self.split.records[image_index]
         source = self.read(record)

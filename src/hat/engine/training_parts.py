@@ -72,13 +72,17 @@ def build_training(cfg, spec: RunSpec, config: dict, ranks, runtime: Runtime) ->
 
 
 def _check_batch_fits(spec: RunSpec, train: CaptionedImages, processes: int) -> None:
-    """The global batch (``train.batch_size`` x chunks x processes) fits the training pairs."""
+    """The global batch (``train.batch_size`` x chunks x processes) fits the training pairs (with
+    ``train.overfit_batches``: the training images, one caption each)."""
     batch_size, accumulate = spec.train.batch_size, spec.train.accumulate
     global_batch = batch_size * accumulate * processes
-    if train.num_pairs < global_batch:
+    overfit = bool(spec.train.overfit_batches)  # trains on one caption of each image
+    available = len(train) if overfit else train.num_pairs
+    what = "images (train.overfit_batches takes one caption of each)" if overfit else "pairs"
+    if available < global_batch:
         raise ConfigError(
             f"the global batch (train.batch_size={batch_size} x train.accumulate={accumulate} x "
-            f"{processes} processes = {global_batch}) exceeds the {train.num_pairs} training pairs of "
+            f"{processes} processes = {global_batch}) exceeds the {available} training {what} of "
             f"dataset={spec.data.name}"
         )
 
@@ -99,16 +103,19 @@ def _train_loader(cfg, spec: RunSpec, split: CaptionedImages, collator: CaptionC
     ``train.batch_size x train.accumulate`` pairs, augmented as ``dataset`` says; with
     ``hardware.image_decode=device`` the workers only read the files and draw the crops. An epoch
     is cut at ``train.limit_batches``; ``train.overfit_batches`` trains on that many batches' worth
-    of the first pairs only."""
+    of the first images only, one caption each (two captions of one image in a batch would be each
+    other's negatives: the loss could not fall towards 0)."""
     train = spec.train
     augmentation = (spec.model.image.image_size, spec.data.train_crop_scale, spec.data.train_hflip)
+    overfit = bool(train.overfit_batches)
     if cfg.hardware.image_decode == "device":
-        pairs = PairDataset(split, EncodedTrainCrop(*augmentation), cfg.seed, read=read_jpeg_bytes)
+        pairs = PairDataset(split, EncodedTrainCrop(*augmentation), cfg.seed, read=read_jpeg_bytes,
+                            first_captions=overfit)
     else:
-        pairs = PairDataset(split, train_transform(*augmentation), cfg.seed)
+        pairs = PairDataset(split, train_transform(*augmentation), cfg.seed, first_captions=overfit)
     step_batch = train.batch_size * train.accumulate
     size = len(pairs)
-    if train.overfit_batches:  # the same first pairs every epoch, reshuffled
+    if overfit:  # the same first images every epoch, reshuffled
         size = min(size, train.overfit_batches * step_batch * ranks.world_size)
     sampler = EpochShuffleSampler(size, cfg.seed, step_batch, ranks.rank, ranks.world_size, train.limit_batches)
     loader = DataLoader(

@@ -151,7 +151,7 @@ class TrainingRun:
             self.model.set_encoders_frozen(frozen)
             self._step_fn, self._wrapped_frozen = wrap_for_training(self.model, self.ranks, self.runtime), frozen
         self.state.loss.set_epoch(epoch)
-        self.model.train()
+        self.model.train_mode(dropout=self.spec.train.dropout)
         self.parts.pairs.set_epoch(epoch)
         self.parts.sampler.set_epoch(epoch, skip_batches=self.state.batch)
 

@@ -49,6 +49,15 @@ class HATModel(nn.Module):
         self.image_encoder.set_backbone_trainable(not frozen)
         self.text_encoder.set_trainable(not frozen)
 
+    def train_mode(self, dropout: bool = True) -> None:
+        """Training mode. With ``dropout=False`` every module but the batch norms stays in eval mode,
+        which turns off dropout, attention dropout and drop path while batch statistics still
+        update: the same batch gives the same loss at the same weights (``debug=overfit``)."""
+        self.train()
+        if not dropout:
+            for module in self.modules():
+                module.training = isinstance(module, nn.modules.batchnorm._BatchNorm)
+
     def set_grad_checkpointing(self, enabled: bool = True) -> None:
         """Recompute the encoders' activations during backward instead of storing them."""
         self.image_encoder.backbone.set_grad_checkpointing(enabled)
