@@ -266,3 +266,39 @@ def test_a_checkpoint_that_is_not_a_release_is_refused_naming_the_file(tmp_path)
     assert is_release_state_dict(tiny_release(model))
     with pytest.raises(ValueError, match=r"ours\.ckpt is not a released HAT checkpoint"):
         load_release_checkpoint(path, model)
+
+
+def authors_trained_tensors(frozen: bool) -> set[str]:
+    """The released model's parameters that HAT's own training updates, in our names. Its code
+    (``meter_module.py``) sets ``requires_grad=False`` on the whole Swin (``vit_model``, the stage
+    norms ``norm_0..2`` included) and on BERT's embeddings, encoder and pooler, and gives them back
+    after the validation of epoch index 10, all but the pooler. Of what it gives back, ``norm_0``
+    gets no gradient: its forward never uses Swin's first stage."""
+    names = [entry["name"] for entry in release_entries() if entry["kind"] == "parameter"]
+    if frozen:
+        trained = [name for name in names if name.startswith("cross_modal_")]
+    else:
+        trained = [name for name in names
+                   if not name.startswith(("text_transformer.pooler.", "vit_model.norm_0."))]
+    return {release_to_model_key(name) for name in trained}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("frozen", [True, False], ids=["frozen", "unfrozen"])
+def test_the_tensors_trained_in_each_freeze_phase_are_the_authors(hat_model, frozen):
+    """train.freeze_stage_norms=true (the default): the tensors that get a gradient while the
+    encoders are frozen (epochs 0-10 of experiment=hat_f30k) and after are HAT's own lists (12 and
+    all but the pooler's and the unused first-stage norm's)."""
+    hat_model.set_encoders_frozen(frozen)
+    hat_model.zero_grad(set_to_none=True)
+    try:
+        ids = torch.randint(1000, 2000, (2, 12))
+        scores = hat_model.score(*hat_model(torch.randn(2, 3, 224, 224), ids, torch.ones_like(ids)))
+        scores.sum().backward()
+        trained = {name for name, p in hat_model.named_parameters() if p.grad is not None}
+        requiring = {name for name, p in hat_model.named_parameters() if p.requires_grad}
+    finally:
+        hat_model.set_encoders_frozen(False)
+        hat_model.zero_grad(set_to_none=True)
+    assert trained == requiring == authors_trained_tensors(frozen)
+    assert len(trained) == 12 if frozen else len(trained) > 400

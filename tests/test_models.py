@@ -72,16 +72,18 @@ def test_scores_do_not_depend_on_how_much_a_caption_is_padded(tiny_model):
     torch.testing.assert_close(plain, extra, rtol=1e-5, atol=1e-6)
 
 
-def test_freezing_stops_gradients_to_backbones_only(tiny_model):
+@pytest.mark.parametrize("stage_norms", [True, False], ids=["with-stage-norms", "stage-norms-train"])
+def test_freezing_leaves_the_projections_and_maybe_the_stage_norms_trainable(tiny_model, stage_norms):
+    """HAT (``train.freeze_stage_norms=true``) freezes the tapped stages' new norms with the
+    backbones; with false they train from the start. Unfrozen, all trains but BERT's pooler and the
+    norm of the untapped first stage."""
     cfg, model = tiny_model
-    model.set_encoders_frozen(True)
+    model.set_encoders_frozen(True, stage_norms=stage_norms)
     try:
         trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+        norms = () if stage_norms else ("image_encoder.stage_norms.2.", "image_encoder.stage_norms.3.")
         assert trainable == {
-            name for name, _ in model.named_parameters()
-            if name.startswith(
-                ("image_proj.", "text_proj.", "image_encoder.stage_norms.2.", "image_encoder.stage_norms.3.")
-            )
+            name for name, _ in model.named_parameters() if name.startswith(("image_proj.", "text_proj.", *norms))
         }
     finally:
         model.set_encoders_frozen(False)

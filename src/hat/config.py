@@ -67,12 +67,15 @@ def _check_train(cfg) -> TrainSpec:
     require_int("train.overfit_batches", train.overfit_batches, 0,
                 why="batches of the first images (one caption each) trained on; 0: off")
     require_int("train.profile_steps", train.profile_steps, 0, why="optimizer steps traced by torch.profiler; 0: off")
-    if not isinstance(train.dropout, bool):
-        raise ConfigError(f"train.dropout={train.dropout!r} must be true or false (false: no dropout or drop path)")
+    for flag, meaning in (("dropout", "false: no dropout or drop path"),
+                          ("freeze_stage_norms", "true: the tapped stages' norms freeze with the backbones, as HAT's")):
+        if not isinstance(train[flag], bool):
+            raise ConfigError(f"train.{flag}={train[flag]!r} must be true or false ({meaning})")
     names, higher_is_better = monitor_terms(train.monitor, len(cfg.alignment.levels))
     return TrainSpec(train.epochs, train.max_steps, train.batch_size, train.accumulate, train.freeze_epochs,
                      train.log_every, str(train.monitor), tuple(names), higher_is_better, train.early_stop,
-                     train.limit_batches, train.overfit_batches, train.profile_steps, train.dropout)
+                     train.limit_batches, train.overfit_batches, train.profile_steps, train.dropout,
+                     train.freeze_stage_norms)
 
 
 def _check_optim(cfg) -> OptimSpec:

@@ -12,7 +12,8 @@ from hat.models.spec import ModelSpec
 @dataclass(frozen=True)
 class TrainSpec:
     """``train``: ``epochs``, ``max_steps`` (None: no limit), ``batch_size`` per process, GradCache
-    chunks (``accumulate``), ``freeze_epochs``, ``log_every`` steps, the validation ``monitor``
+    chunks (``accumulate``), ``freeze_epochs`` (and whether the tapped stages' new norms freeze too:
+    ``freeze_stage_norms``), ``log_every`` steps, the validation ``monitor``
     resolved into the metric names it sums and whether higher is better, and ``early_stop``: the
     validations without a better monitor after which training stops (None: never). Debugging aids:
     ``limit_batches`` per epoch (None: all), ``overfit_batches`` (train on that many batches of the
@@ -33,6 +34,7 @@ class TrainSpec:
     overfit_batches: int = 0
     profile_steps: int = 0
     dropout: bool = True
+    freeze_stage_norms: bool = True
 
 
 @dataclass(frozen=True)

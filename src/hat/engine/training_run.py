@@ -148,7 +148,7 @@ class TrainingRun:
         epoch = self.state.epoch
         frozen = epoch < self.spec.train.freeze_epochs
         if frozen != self._wrapped_frozen:
-            self.model.set_encoders_frozen(frozen)
+            self.model.set_encoders_frozen(frozen, stage_norms=self.spec.train.freeze_stage_norms)
             self._step_fn, self._wrapped_frozen = wrap_for_training(self.model, self.ranks, self.runtime), frozen
         self.state.loss.set_epoch(epoch)
         self.model.train_mode(dropout=self.spec.train.dropout)

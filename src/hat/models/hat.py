@@ -44,9 +44,12 @@ class HATModel(nn.Module):
     def num_levels(self) -> int:
         return len(self.image_proj)
 
-    def set_encoders_frozen(self, frozen: bool) -> None:
-        """Freeze or unfreeze both backbones; projections and the new stage norms always train."""
+    def set_encoders_frozen(self, frozen: bool, stage_norms: bool = True) -> None:
+        """Freeze or unfreeze both backbones. With ``stage_norms`` the tapped stages' new norms freeze
+        and unfreeze with them, as HAT's code does; otherwise they train throughout. The
+        projections always train."""
         self.image_encoder.set_backbone_trainable(not frozen)
+        self.image_encoder.set_stage_norms_trainable(not (frozen and stage_norms))
         self.text_encoder.set_trainable(not frozen)
 
     def train_mode(self, dropout: bool = True) -> None:

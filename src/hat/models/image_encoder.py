@@ -41,12 +41,16 @@ class ImageEncoder(nn.Module):
         self.stage_norms = nn.ModuleDict(
             {str(s): nn.LayerNorm(backbone.feature_info[s - 1]["num_chs"]) for s in new_norm_stages}
         )
-        for stage, norm in self.stage_norms.items():
-            norm.requires_grad_(int(stage) in self.taps)
+        self.set_stage_norms_trainable(True)
 
     def set_backbone_trainable(self, trainable: bool) -> None:
         """Freeze or unfreeze the backbone (its final norm included); the stage norms are not affected."""
         self.backbone.requires_grad_(trainable)
+
+    def set_stage_norms_trainable(self, trainable: bool) -> None:
+        """Freeze or unfreeze the tapped stages' new norms; the untapped stages' never train."""
+        for stage, norm in self.stage_norms.items():
+            norm.requires_grad_(trainable and int(stage) in self.taps)
 
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
         """``(B, 3, H, W)`` images -> one ``(B, R_k, C_k)`` token map per tap."""
