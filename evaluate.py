@@ -8,6 +8,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from hat.command_line import run_command
 from hat.config import ConfigError
 from hat.data.problems import DatasetError
 from hat.engine.eval_spec import eval_spec
@@ -28,4 +29,4 @@ def main(cfg: DictConfig) -> None:
 
 if __name__ == "__main__":
     sys.argv = expand_home(sys.argv, PATH_OPTIONS["evaluate"])
-    main()
+    run_command(main)

@@ -8,6 +8,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from hat.command_line import refuse_missing, run_command
 from hat.config import ConfigError, require_int
 from hat.data.problems import DatasetError
 from hat.data.records import BadImageError
@@ -18,6 +19,7 @@ from hat.paths import PATH_OPTIONS, absolute_paths, expand_home
 def main(cfg: DictConfig) -> None:
     absolute_paths(cfg, PATH_OPTIONS["explain"])
     try:
+        refuse_missing(cfg, 'python explain.py checkpoint=PATH image=IMG caption="TEXT" (see conf/explain.yaml)')
         from hat.explain import attention_figure
         from hat.retriever import load
 
@@ -35,4 +37,4 @@ def main(cfg: DictConfig) -> None:
 
 if __name__ == "__main__":
     sys.argv = expand_home(sys.argv, PATH_OPTIONS["explain"])
-    main()
+    run_command(main)

@@ -8,6 +8,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from hat.command_line import refuse_missing, run_command
 from hat.config import ConfigError
 from hat.data.problems import DatasetError
 from hat.data.records import BadImageError
@@ -18,6 +19,7 @@ from hat.paths import PATH_OPTIONS, absolute_paths, expand_home
 def main(cfg: DictConfig) -> None:
     absolute_paths(cfg, PATH_OPTIONS["search"])
     try:
+        refuse_missing(cfg, 'python search.py checkpoint=PATH images=DIR query="TEXT" (see conf/search.yaml)')
         from hat.retriever import load
         from hat.search.command import search_captions, search_images, search_mode
 
@@ -32,4 +34,4 @@ def main(cfg: DictConfig) -> None:
 
 if __name__ == "__main__":
     sys.argv = expand_home(sys.argv, PATH_OPTIONS["search"])
-    main()
+    run_command(main)

@@ -8,6 +8,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from hat.command_line import EXIT_USER_ERROR, run_command
 from hat.config import ConfigError, monitor_direction
 from hat.config_tree import print_config_tree
 from hat.data.problems import DatasetError
@@ -18,8 +19,6 @@ from hat.engine.preemption import EXIT_PREEMPTED, Preempted, PreemptionSignals, 
 from hat.engine.slurm_job import SubmititJob, continue_command, leave_submitit_job
 from hat.paths import PATH_OPTIONS, absolute_paths, expand_home
 from hat.wandb_tracker import override_tags, sweep_group
-
-EXIT_ERROR = 2  # a bad config or dataset: fix the input, do not retry as is
 
 
 def main_process(value, otherwise=None):
@@ -106,7 +105,7 @@ def main(cfg: DictConfig) -> float | None:
             overrides = list(HydraConfig.get().overrides.task)
             return train(cfg, run_dir, signals, record=hydra_record(cfg, run_dir), overrides=overrides).best_monitor
         except (ConfigError, DatasetError) as error:
-            _fail(error, EXIT_ERROR)
+            _fail(error, EXIT_USER_ERROR)  # fix the input; retrying as is cannot help
         except (TrainingDiverged, CollectiveTimeout) as error:
             _fail(error, 1)
         except Preempted as stop:
@@ -120,4 +119,4 @@ def main(cfg: DictConfig) -> float | None:
 if __name__ == "__main__":
     sys.argv = expand_home(sys.argv, PATH_OPTIONS["train"])
     register_resolvers()
-    main()
+    run_command(main)

@@ -53,7 +53,7 @@ def test_an_ensembles_row_is_the_ensemble_not_a_member(tmp_path, capsys):
 
 
 def test_no_results_is_an_error(tmp_path, capsys):
-    assert main([str(tmp_path)]) == 1
+    assert main([str(tmp_path)]) == 2
     assert f"no readable results.json below {tmp_path}" in capsys.readouterr().err
 
 
@@ -100,7 +100,7 @@ def test_wandb_report_without_a_reachable_server_is_an_error(tmp_path):
         [sys.executable, "-m", "hat.report", "--wandb", "levels-2026-11-27-12-00-00"],
         env=env, capture_output=True, text=True, timeout=90,
     )
-    assert report.returncode == 1
+    assert report.returncode == 2, report.stderr  # the user's to fix, as every command's input errors
     assert "cannot read W&B group 'levels-2026-11-27-12-00-00' of project 'hat'" in report.stderr
     assert "no answer from the W&B server http://127.0.0.1:9" in report.stderr
 

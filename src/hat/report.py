@@ -23,6 +23,7 @@ from pathlib import Path
 
 import yaml
 
+from hat.command_line import EXIT_USER_ERROR
 from hat.metrics import RECALL_KEYS
 from hat.wandb_server import check_server
 
@@ -161,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
             jobs = wandb_jobs(args.wandb, args.project, args.entity)
         except Exception as error:  # noqa: BLE001  (no login, no server, no such project: all end here)
             print(f"cannot read {where}: {error}", file=sys.stderr)
-            return 1
+            return EXIT_USER_ERROR
         missing = f"no finished run with test metrics in {where}"
     else:
         jobs, skipped = find_jobs(args.path)
@@ -170,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         missing = f"no readable results.json below {args.path}"
     if not jobs:
         print(missing, file=sys.stderr)
-        return 1
+        return EXIT_USER_ERROR
     header, rows = table_rows(jobs)
     print(csv_text(header, rows) if args.csv else markdown(header, rows))
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import torch
@@ -27,6 +28,8 @@ class StepProfiler:
         self._left = SKIPPED_STEPS + WARMUP_STEPS + steps  # profiler steps until it stops
         self._profile = None
         if steps:
+            if not torch.cuda.is_available():  # kineto's probe for GPUs logs an ERROR there; nothing is wrong
+                os.environ.setdefault("KINETO_LOG_LEVEL", "5")
             activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
             self._profile = profile(
                 activities=activities, record_shapes=True,
