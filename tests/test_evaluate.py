@@ -208,7 +208,7 @@ def test_export_folder_evaluates_the_same_and_seeds_training(trained_run, tmp_pa
 
     train(tiny_config("init_weights=" + str(export), "train.max_steps=1", "train.freeze_epochs=5",
                       "optim.lr=1e-12"), tmp_path / "run")
-    state, _ = read_export(export)
+    state, _, _ = read_export(export)
     from hat.engine.checkpoint import load_checkpoint
 
     started = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["model"]

@@ -36,7 +36,9 @@ def sources(retrieving_run, tmp_path_factory):
     evaluated["release"] = evaluate_checkpoint(release, folder / "c", CPU, dataset=model.config.dataset,
                                                release_model=architecture)
     split = build_splits(data_spec(model.config.dataset), model.config.seed)["test"]
-    return {"checkpoint": best, "export": export, "release": release}, evaluated, architecture, split
+    paths = {"checkpoint": best, "export": export, "release": release,
+             "folders": {"checkpoint": folder / "a", "export": folder / "b", "release": folder / "c"}}
+    return paths, evaluated, architecture, split
 
 
 @pytest.mark.parametrize("kind", ["checkpoint", "export", "release"])
@@ -65,6 +67,37 @@ def test_fused_scores_are_the_sum_of_the_chosen_levels(sources):
         model.score(images, texts, levels=[4])
     with pytest.raises(ValueError, match="non-empty strings"):
         model.encode_texts(["a dog", ""])
+
+
+def test_every_source_names_the_epoch_its_weights_are_from_as_training_does(sources, retrieving_run):
+    """One numbering everywhere, counted from 0: training's best epoch (results.json, the log) is
+    what evaluate.py records for best.pt and for its export, and a release gives the epoch its
+    Lightning checkpoint records (HAT's Flickr30K release: 68), not null."""
+    import json
+
+    from hat.models.weight_sources import open_weight_source
+
+    paths, _, _, _ = sources
+    best_epoch = json.loads((retrieving_run / "results.json").read_text())["best_epoch"]
+    assert isinstance(best_epoch, int)
+    epochs = {kind: open_weight_source(paths[kind]).epoch for kind in ("checkpoint", "export", "release")}
+    assert epochs == {"checkpoint": best_epoch, "export": best_epoch, "release": 68}
+    recorded = {kind: json.loads((folder / "results.json").read_text())["epoch"]
+                for kind, folder in paths["folders"].items()}
+    assert recorded == epochs
+    assert f"weights from epoch {best_epoch} " in (paths["export"] / "README.md").read_text()
+
+
+def test_the_model_card_describes_the_model_it_carries(sources):
+    """A tiny Swin is built from timm's Swin-B name with other widths: the card says so, with the
+    parameter counts of what the export holds."""
+    from hat.models.export import read_export
+
+    state, config, _ = read_export(sources[0]["export"])
+    card = (sources[0]["export"] / "README.md").read_text()
+    image = sum(t.numel() for name, t in state.items() if name.startswith("image_encoder.") and t.is_floating_point())
+    assert "'embed_dim': 16" in card and "'depths': [1, 1, 2, 1]" in card and f"{image:,} parameters" in card
+    assert "BERT built from config (width 32), 12 layers" in card
 
 
 def test_the_export_folder_carries_tokenizer_and_model_card(sources):

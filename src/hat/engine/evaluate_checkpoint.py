@@ -67,8 +67,10 @@ def evaluate(spec: EvalSpec) -> dict[str, float]:
         extra={**record, "provenance": provenance(_configs(scored))}, row=row,
     )
     if spec.export is not None:
-        card = model_card(scored.configs[0], spec.checkpoints[0], f"Recall on {scored.dataset} {scored.split}", table)
-        export_model(loaded.model.state_dict(), scored.configs[0], spec.export, loaded.tokenizer, card)
+        state, epoch = loaded.model.state_dict(), scored.epochs[0]
+        card = model_card(scored.configs[0], state, spec.checkpoints[0], epoch,
+                          f"Recall on {scored.dataset} {scored.split}", table)
+        export_model(state, scored.configs[0], spec.export, loaded.tokenizer, card, epoch=epoch)
         log.info("exported the model to %s", spec.export)
     rows = protocol_table_rows(metrics, scored.split, len(sims), scored.protocols, fused, row)
     track_evaluation(spec, title, {**record, "checkpoint_config": _configs(scored)}, metrics, scored.split, rows)
@@ -139,7 +141,8 @@ def _score(members: list[Member], spec: EvalSpec) -> tuple[ScoredSplit, LoadedMo
     scores = []
     for member in members:
         loaded = rebuild(member.source, member.cfg, member.spec)
-        log.info("evaluating %s (%s, epoch %s) on %s/%s", member.source.path, member.source.kind, member.source.epoch,
+        epoch = "epoch not recorded" if member.source.epoch is None else f"epoch {member.source.epoch}"
+        log.info("evaluating %s (%s, %s) on %s/%s", member.source.path, member.source.kind, epoch,
                  member.data.name, split)
         collator = CaptionCollator(loaded.tokenizer, member.spec.text.max_length)
         scores.append(score_split(loaded.model.to(runtime.device), data, collator, member.spec.image.image_size,

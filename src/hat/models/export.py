@@ -32,6 +32,7 @@ WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.yaml"
 CARD_FILE = "README.md"
 TOKENIZER_FOLDER = "tokenizer"
+EPOCH_KEY = "hat.epoch"
 EXPECTED = "a new or empty folder, or an earlier export to replace"
 
 
@@ -70,13 +71,15 @@ def _read_only(path: Path) -> bool:
 
 
 def export_model(
-    state_dict: dict[str, torch.Tensor], config: dict, folder: Path, tokenizer=None, card: str | None = None
+    state_dict: dict[str, torch.Tensor], config: dict, folder: Path, tokenizer=None, card: str | None = None,
+    epoch: int | None = None,
 ) -> None:
     """Write ``state_dict`` and ``config`` (a plain dict) to ``folder``, each file atomically, and
     ``tokenizer`` (a transformers tokenizer, with ``save_pretrained``) and the ``card`` text when given.
+    The weights file's metadata holds ``epoch`` (:data:`EPOCH_KEY`), the epoch the weights are from.
     A write that fails (a full disk, no permission) raises a one-line :class:`hat.atomic.WriteFailed`."""
     tensors = {name: tensor.detach().contiguous().cpu() for name, tensor in state_dict.items()}
-    payload = save(tensors)
+    payload = save(tensors, metadata=None if epoch is None else {EPOCH_KEY: str(epoch)})
     try:
         folder.mkdir(parents=True, exist_ok=True)
         atomic_write(folder / WEIGHTS_FILE, lambda handle: handle.write(payload))
@@ -90,21 +93,24 @@ def export_model(
                            then="then export again (or give another export= folder)") from error
 
 
-def model_card(config: dict, source: Path, title: str, table: str) -> str:
-    """The Markdown card of an exported model: where it came from, its architecture, how to load it,
-    the evaluation ``table`` (under ``title``) and the full training ``config``."""
+def model_card(config: dict, state_dict: dict[str, torch.Tensor], source: Path, epoch: int | None, title: str,
+               table: str) -> str:
+    """The Markdown card of an exported model: where it came from (``source``, the ``epoch`` its
+    weights are from), its architecture as built (from ``config`` and the sizes in ``state_dict``),
+    how to load it, the evaluation ``table`` (under ``title``) and the full training ``config``."""
     encoder, alignment = config["encoder"], config["alignment"]
+    trained = "an untrained model" if epoch is None else f"epoch {epoch} (epochs count from 0)"
     return "\n".join(
         [
             "# HAT image-text retrieval model",
             "",
-            f"Exported from `{source}`.",
+            f"Exported from `{source}`, weights from {trained}.",
             "",
-            f"- image encoder: `{encoder['image']['name']}` ({encoder['image']['image_size']} px)",
-            f"- text encoder: {encoder['text']['num_layers']} layers "
-            f"(`{encoder['text'].get('name') or 'BERT from config'}`)",
+            f"- image encoder: {_describe_image_encoder(encoder, state_dict)}",
+            f"- text encoder: {_describe_text_encoder(encoder, state_dict)}",
             f"- levels: text layers {alignment['levels']}, {alignment['direction']} cross attention, "
             f"lambda {alignment['smooth']}, width {encoder['embed_dim']}",
+            f"- {_millions(state_dict, '')} parameters in all",
             "",
             "```python",
             "import hat",
@@ -126,6 +132,32 @@ def model_card(config: dict, source: Path, title: str, table: str) -> str:
     )
 
 
+def _describe_image_encoder(encoder: dict, state_dict: dict[str, torch.Tensor]) -> str:
+    """The image backbone as built: its family, timm architecture, the arguments that changed it
+    (a tiny Swin is ``swin_base_...`` with other widths), input size and parameter count."""
+    image = encoder["image"]
+    changed = f" with {image['kwargs']}" if image.get("kwargs") else ""
+    return (f"{image['family']} `{image['name']}`{changed}, {image['image_size']} px, "
+            f"{_millions(state_dict, 'image_encoder.')} parameters")
+
+
+def _describe_text_encoder(encoder: dict, state_dict: dict[str, torch.Tensor]) -> str:
+    """The text model as built: its source (a hub name or folder, or a BERT built from config with its
+    width), layers and parameter count."""
+    text = encoder["text"]
+    if text.get("name"):
+        source = f"`{text['name']}`"
+    else:
+        config = text.get("config") or {}
+        source = f"BERT built from config (width {config.get('hidden_size', '?')})"
+    return f"{source}, {text['num_layers']} layers, {_millions(state_dict, 'text_encoder.')} parameters"
+
+
+def _millions(state_dict: dict[str, torch.Tensor], prefix: str) -> str:
+    count = sum(t.numel() for name, t in state_dict.items() if name.startswith(prefix) and t.is_floating_point())
+    return f"{count / 1e6:.3g} M" if count >= 1e5 else f"{count:,}"
+
+
 def _write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
 
@@ -134,15 +166,26 @@ def is_export_folder(path: Path) -> bool:
     return path.is_dir() and (path / WEIGHTS_FILE).is_file()
 
 
-def read_export(folder: Path) -> tuple[dict[str, torch.Tensor], dict]:
-    """``(state_dict, config)`` of an export folder; errors name the folder and the missing or unreadable file."""
+def read_export(folder: Path) -> tuple[dict[str, torch.Tensor], dict, int | None]:
+    """``(state_dict, config, epoch)`` of an export folder (``epoch``: the epoch the weights are from,
+    None when the export does not say); errors name the folder and the missing or unreadable file."""
     for name in (WEIGHTS_FILE, CONFIG_FILE):
         if not (folder / name).is_file():
             raise ConfigError(
                 f"{folder} is not an exported model: it has no {name} (expected {WEIGHTS_FILE} and {CONFIG_FILE})"
             )
     weights = folder / WEIGHTS_FILE
-    return read_safetensors(weights, f"exported weights {weights}"), _read_config(folder / CONFIG_FILE)
+    state = read_safetensors(weights, f"exported weights {weights}")
+    return state, _read_config(folder / CONFIG_FILE), _exported_epoch(weights)
+
+
+def _exported_epoch(weights: Path) -> int | None:
+    """The epoch in the weights file's metadata (written by :func:`export_model`), or None."""
+    from safetensors import safe_open
+
+    with safe_open(str(weights), framework="pt") as handle:
+        value = (handle.metadata() or {}).get(EPOCH_KEY)
+    return int(value) if value is not None and value.lstrip("-").isdigit() else None
 
 
 def _read_config(path: Path) -> dict:

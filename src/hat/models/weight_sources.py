@@ -18,6 +18,7 @@ from hat.checks import ConfigError
 from hat.models.checkpoint_file import load_checkpoint
 from hat.models.export import is_export_folder, read_export
 from hat.models.hat_release import load_release_checkpoint
+from hat.models.lightning_unpickler import read_lightning_epoch
 from hat.models.weights import zip_file_problem
 
 RELEASE_SUFFIX = ".ckpt"
@@ -25,7 +26,8 @@ RELEASE_SUFFIX = ".ckpt"
 
 @dataclass
 class WeightSource:
-    """Weights found at ``path``: ``kind`` is ``checkpoint``, ``export`` or ``release``."""
+    """Weights found at ``path``: ``kind`` is ``checkpoint``, ``export`` or ``release``; ``epoch``: the
+    epoch the weights are from (counted from 0, as training logs them; None: not known, or untrained)."""
 
     path: Path
     kind: str
@@ -37,17 +39,41 @@ class WeightSource:
 def open_weight_source(path: Path) -> WeightSource:
     """Recognise and read what ``path`` holds; errors name the path and what is accepted."""
     if is_export_folder(path):
-        state, config = read_export(path)
-        return WeightSource(path, "export", config, None, state)
+        state, config, epoch = read_export(path)
+        return WeightSource(path, "export", config, epoch, state)
     if path.suffix == RELEASE_SUFFIX and path.is_file():
-        return WeightSource(path, "release", None, None, None)
+        return WeightSource(path, "release", None, _release_epoch(path), None)
     if path.is_file():
         checkpoint = load_checkpoint(path)
-        return WeightSource(path, "checkpoint", checkpoint["config"], checkpoint.get("epoch"), checkpoint["model"])
+        return WeightSource(path, "checkpoint", checkpoint["config"], weights_epoch(checkpoint), checkpoint["model"])
     raise ConfigError(
         f"{path} does not exist or is not a model: expected a .pt checkpoint from train.py, a folder with "
         f"model.safetensors and config.yaml (evaluate.py export=DIR), or a HAT release .ckpt"
     )
+
+
+def weights_epoch(checkpoint: dict) -> int | None:
+    """The epoch a training checkpoint's weights are from, counted from 0 as training logs it: the
+    checkpoint's ``epoch`` counts finished epochs, so weights written at an epoch's end are from
+    ``epoch - 1`` and weights written mid-epoch (``batch`` > 0) from ``epoch``; None before any step."""
+    finished, batch = checkpoint.get("epoch"), checkpoint.get("batch", 0)
+    if not isinstance(finished, int):
+        return None
+    epoch = finished if batch else finished - 1
+    return epoch if epoch >= 0 else None
+
+
+def _release_epoch(path: Path) -> int | None:
+    """The epoch a HAT release records (Lightning's 0-based index); a file that cannot be read is one line."""
+    problem = zip_file_problem(path)
+    if problem:
+        raise ConfigError(
+            f"cannot read checkpoint {path}: {problem} (HAT's releases are zip archives written by torch.save)"
+        )
+    try:
+        return read_lightning_epoch(path)
+    except (ValueError, zipfile.BadZipFile) as error:
+        raise ConfigError(f"cannot read checkpoint {path}: {error}") from error
 
 
 def load_weights(source: WeightSource, model: nn.Module) -> None:
