@@ -21,7 +21,7 @@ from hat.checks import ConfigError  # noqa: E402
 from hat.kernels import dispatch  # noqa: E402
 from hat.kernels.dispatch import FusedKernel, check_kernel_choice  # noqa: E402
 from hat.kernels.scan_triton import triton_scan_similarity  # noqa: E402
-from hat.kernels.self_check import CHECK_IMAGES, self_check  # noqa: E402
+from hat.kernels.self_check import CHECK_IMAGES, describe_error, self_check  # noqa: E402
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 if DEVICE.type == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
@@ -225,7 +225,8 @@ def test_training_with_eval_kernel_triton_scores_with_the_kernel(install, tiny_c
     from hat.engine.loop import train
 
     install(failing)
-    cfg = tiny_config("eval.kernel=triton", "train.epochs=1", "train.limit_batches=1", "logger=none")
+    cfg = tiny_config("eval.kernel=triton", "train.epochs=1", "train.limit_batches=1", "logger=none",
+                      f"hardware.device={DEVICE.type}")
     with pytest.raises(RuntimeError, match="with eval.kernel=triton"):  # at the first validation
         train(cfg, tmp_path / "run")
 
@@ -259,6 +260,17 @@ def test_the_self_check_reports_a_kernel_that_returns_the_wrong_shape():
 
     problem = self_check(transposed, PYTORCH_PATH, (20, 7, 24), torch.float32, DEVICE, "i2t", 9.0)
     assert problem == "it returned scores of shape (5, 2) where (2, 5) were expected"
+
+
+def test_an_error_is_described_on_one_line_with_its_cause():
+    try:
+        try:
+            raise ValueError("arange's range must be a power of 2")
+        except ValueError as inner:
+            raise RuntimeError("at 2:14:\n    offsets = _helper(out_ptr)\n              ^") from inner
+    except RuntimeError as error:
+        described = describe_error(error)
+    assert described == "RuntimeError: offsets = _helper(out_ptr) <- ValueError: arange's range must be a power of 2"
 
 
 @pytest.mark.gpu

@@ -74,8 +74,11 @@ def self_check(
 
 
 def describe_error(error: BaseException) -> str:
-    """``Type: message`` on one line. Triton's compile errors quote the kernel's source first and
-    end with the cause, so the message's last line is kept; others are cut at 300 characters."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    message = lines[-1] if lines else ""
-    return f"{type(error).__name__}: {message[:300]}" if message else type(error).__name__
+    """``Type: message`` on one line, followed by ``<- Type: message`` for each cause. Triton's
+    compile errors quote the kernel's source first and end with the cause (or a ``^`` under the
+    failing column, the cause chained), so the last line that is not a caret is kept, cut at 300
+    characters."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip().strip("^")]
+    text = f"{type(error).__name__}: {lines[-1][:300]}" if lines else type(error).__name__
+    cause = error.__cause__
+    return text if cause is None else f"{text} <- {describe_error(cause)}"
