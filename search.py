@@ -24,7 +24,8 @@ def main(cfg: DictConfig) -> None:
         from hat.search.command import search_captions, search_images, search_mode
 
         mode = search_mode(cfg)
-        retriever = load(Path(cfg.checkpoint), cfg.hardware.device, cfg.hardware.precision, cfg.release)
+        retriever = load(Path(cfg.checkpoint), cfg.hardware.device, cfg.hardware.precision, cfg.release,
+                         cfg.eval.kernel)
         out_dir = Path(HydraConfig.get().runtime.output_dir)
         (search_images if mode == "images" else search_captions)(retriever, cfg, out_dir)
     except (ConfigError, DatasetError, BadImageError, FileNotFoundError, ValueError) as error:

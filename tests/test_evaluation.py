@@ -49,10 +49,10 @@ def test_folds_must_divide_the_images():
 class _Scorer:
     """What level_similarities needs of a HATModel: its scoring of encoded features."""
 
-    def level_similarities(self, images, captions, lengths):
+    def level_similarities(self, images, captions, lengths, kernel="auto"):
         from hat.alignment import multi_level_similarity
 
-        return multi_level_similarity(images, captions, lengths)
+        return multi_level_similarity(images, captions, lengths, kernel=kernel)
 
 
 def test_streaming_images_in_blocks_gives_the_same_scores():

@@ -94,20 +94,3 @@ def test_scan_similarity_routes_to_the_kernel_on_request():
     with pytest.raises(ValueError, match="kernel must be one of"):
         scan_similarity(v, t, lengths, kernel="cuda")
 
-
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_auto_takes_the_kernel_for_scores_without_gradient(monkeypatch):
-    import hat.kernels.scan_triton as kernels
-
-    calls = []
-    original = kernels.triton_scan_similarity
-    monkeypatch.setattr(kernels, "triton_scan_similarity", lambda *a, **k: calls.append(1) or original(*a, **k))
-    from hat.kernels.dispatch import triton_similarity
-
-    triton_similarity.cache_clear()
-    v, t, lengths = _features(2, 3, 20, 6, 16)
-    with torch.no_grad():
-        scan_similarity(v, t, lengths)
-    scan_similarity(v.requires_grad_(), t, lengths).sum().backward()  # training: the PyTorch path
-    assert calls == [1]

@@ -6,8 +6,8 @@
 __version__ = "0.1.0"
 
 
-def load(path, device: str = "auto", precision: str = "auto", architecture=None):
+def load(path, device: str = "auto", precision: str = "auto", architecture=None, kernel: str = "auto"):
     """:func:`hat.retriever.load`, imported on first use so that ``import hat`` stays light."""
     from hat.retriever import load as load_retriever
 
-    return load_retriever(path, device=device, precision=precision, architecture=architecture)
+    return load_retriever(path, device=device, precision=precision, architecture=architecture, kernel=kernel)

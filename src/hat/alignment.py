@@ -15,8 +15,9 @@ context's squared norm is the quadratic form ``P[r] G P[r]^T`` with the caption'
 ``G = T T^T`` (W x W).
 
 On CUDA, scores that need no gradient (evaluation) go through the fused Triton kernels of
-:mod:`hat.kernels.scan_triton` (``kernel="auto"``); this PyTorch path is their fallback, the
-reference they are tested against, and the path that trains. Under ``torch.compile``
+:mod:`hat.kernels.scan_triton` once they pass a self-check (``kernel="auto"``, see
+:mod:`hat.kernels.dispatch`); this PyTorch path is their fallback, the reference they are checked
+and tested against, and the path that trains. Under ``torch.compile``
 (``hardware.compile``) it traces as one graph, forward and backward, with no data-dependent block
 widths, so batches of one caption width reuse it whatever their lengths.
 """
@@ -30,13 +31,13 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from hat.kernels import dispatch
 from hat.kernels.constants import LEAKY_SLOPE, NORM_EPS
-from hat.kernels.dispatch import fused_kernel_applies, fused_similarity
+from hat.kernels.dispatch import KERNELS
 
 DIRECTIONS = ("i2t", "t2i")
 CPU_BLOCK_ELEMENTS = 1 << 20  # a few MiB per block tensor: the elementwise passes stay in cache
 GPU_BLOCK_ELEMENTS = 1 << 24
-KERNELS = ("auto", "torch", "triton")
 
 
 def scan_similarity(
@@ -61,8 +62,9 @@ def scan_similarity(
             the working memory independently of ``I`` and ``C``. ``None``: 2^20 on the CPU,
             where cache-sized blocks are fastest, 2^24 on a GPU.
         kernel: ``"auto"``: the fused Triton kernel for CUDA inputs that need no gradient (when
-            Triton is installed), else this PyTorch path; ``"torch"``: always this path;
-            ``"triton"``: always the kernel (no autograd).
+            Triton is installed and the kernel passed its self-check in this process), else this
+            PyTorch path; ``"torch"``: always this path; ``"triton"``: always the kernel, unchecked
+            (inputs that need a gradient raise ValueError; a failing kernel raises RuntimeError).
 
     Returns:
         ``(I, C)`` float32 scores (float64 for float64 inputs). Differentiable with respect to ``images``
@@ -88,8 +90,12 @@ def scan_similarity(
         raise ValueError(f"caption lengths must lie in [1, {width}], got {lengths.tolist()}")
     if kernel not in KERNELS:
         raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
-    if kernel == "triton" or (kernel == "auto" and fused_kernel_applies(images, captions)):
-        return fused_similarity(images, captions, lengths, direction, smooth)
+    if kernel == "triton":
+        return dispatch.FUSED.strict(images, captions, lengths, direction, smooth)
+    if kernel == "auto" and dispatch.FUSED.applies(images, captions):
+        scores = dispatch.FUSED.auto(images, captions, lengths, direction, smooth, _torch_path)
+        if scores is not None:
+            return scores
 
     if num_captions == 0 or images.shape[0] == 0:
         return images.new_zeros((images.shape[0], num_captions), dtype=torch.float32)
@@ -131,6 +137,11 @@ def scan_similarity(
         )
     scores = torch.cat(rows, dim=0)
     return scores if order is None else scores.index_select(1, torch.argsort(order))
+
+
+def _torch_path(images, captions, lengths, direction: str, smooth: float) -> torch.Tensor:
+    """This PyTorch path alone: the reference of the kernel's self-check."""
+    return scan_similarity(images, captions, lengths, direction, smooth, kernel="torch")
 
 
 def multi_level_similarity(

@@ -13,6 +13,7 @@ from hat.checks import ConfigError, require_int, require_int_list, require_numbe
 from hat.data.device_decode import IMAGE_DECODE
 from hat.data.shapes import MAX_CAPTIONS_PER_IMAGE
 from hat.data.spec import data_spec
+from hat.kernels.dispatch import check_kernel_choice
 from hat.losses import loss_spec
 from hat.metrics import METRIC_KEYS, RANK_KEYS
 from hat.models.spec import model_spec
@@ -48,9 +49,11 @@ def validate_train_config(cfg) -> RunSpec:
 
 
 def validate_eval_config(cfg) -> None:
-    """Checks of ``eval`` (of evaluate.py's config, or of a training config): the batch size and the fused levels."""
+    """Checks of ``eval`` (of evaluate.py's config, or of a training config): the batch size, the fused
+    levels and the similarity's kernel (missing from configs written before it existed: auto)."""
     require_int("eval.batch_size", cfg.eval.batch_size, 1, why="images or captions encoded at once")
     require_int_list("eval.levels", cfg.eval.get("levels"), 1, optional=True)
+    check_kernel_choice(cfg.eval.get("kernel", "auto"))
 
 
 def _check_train(cfg) -> TrainSpec:

@@ -55,7 +55,8 @@ def score_level(
     """One level's ``(n, C)`` float32 scores of images ``(n, R, D)`` against captions ``(C, W, D)``
     with ``lengths`` ``(C,)``. On the CPU, half features are scored in float32. Images are scored
     ``stream_images`` at a time (default: all at once, or :data:`STREAM_IMAGES` when they are kept
-    off the device); the captions go to the device whole."""
+    off the device); the captions go to the device whole. ``runtime.kernel`` picks the similarity's
+    path (``eval.kernel``)."""
     lengths = lengths.to(runtime.device)
     captions = captions.to(runtime.device)
     if runtime.device.type == "cpu":
@@ -67,5 +68,5 @@ def score_level(
         if runtime.device.type == "cpu":
             block = block.float()
         with runtime.autocast():
-            blocks.append(model.level_similarities([block], [captions], lengths)[0])
+            blocks.append(model.level_similarities([block], [captions], lengths, runtime.kernel)[0])
     return torch.cat(blocks)

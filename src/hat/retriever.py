@@ -26,6 +26,7 @@ from hat.data.datasets import CaptionCollator
 from hat.data.records import ImageRecord, load_image_file
 from hat.data.transforms import eval_transform
 from hat.features import encode_caption_batch, encode_image_batch, score_level
+from hat.kernels.dispatch import check_kernel_choice
 from hat.models.hat import HATModel
 from hat.models.loading import load_model
 from hat.models.weight_sources import WeightSource
@@ -146,13 +147,17 @@ class Retriever:
         return self.tokenizer.convert_ids_to_tokens(ids.tolist())
 
 
-def load(path: str | Path, device: str = "auto", precision: str = "auto", architecture=None) -> Retriever:
+def load(
+    path: str | Path, device: str = "auto", precision: str = "auto", architecture=None, kernel: str = "auto"
+) -> Retriever:
     """The model at ``path``: a ``.pt`` checkpoint of train.py, a folder of ``evaluate.py export=DIR``
     or a HAT release ``.ckpt`` (give its ``architecture``: a mapping with the ``encoder`` and
     ``alignment`` config, e.g. HAT's from ``conf/encoder/hat.yaml`` and ``conf/alignment/hat.yaml``).
 
     ``device``: ``auto`` (the GPU when there is one), ``cpu``, ``cuda`` or ``cuda:N``;
-    ``precision``: ``auto`` (bf16 or fp16 on a GPU, fp32 on the CPU), ``bf16``, ``fp16`` or ``fp32``.
+    ``precision``: ``auto`` (bf16 or fp16 on a GPU, fp32 on the CPU), ``bf16``, ``fp16`` or ``fp32``;
+    ``kernel``: the similarity's path, ``auto`` (the fused Triton kernel on a GPU once it passes its
+    self-check), ``torch`` or ``triton`` (see :mod:`hat.kernels.dispatch`).
     Raises :class:`hat.config.ConfigError` naming the path when it holds no model this version reads.
     """
     if precision not in PRECISIONS:
@@ -160,7 +165,9 @@ def load(path: str | Path, device: str = "auto", precision: str = "auto", archit
     target = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
     if target.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={device!r} but torch sees no CUDA GPU")
-    runtime = Runtime(target, resolve_precision(precision, target), num_workers=0, pin_memory=False, compile=False)
+    check_kernel_choice(kernel, target, field="kernel")
+    runtime = Runtime(target, resolve_precision(precision, target), num_workers=0, pin_memory=False, compile=False,
+                      kernel=kernel)
     loaded = load_model(Path(path), architecture)
     return Retriever(loaded.model.to(target).eval(), loaded.config, loaded.tokenizer, runtime, loaded.source)
 

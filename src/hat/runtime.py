@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
+from hat.kernels.dispatch import check_kernel_choice
 from hat.threads import apply_threads
 
 log = logging.getLogger(__name__)
@@ -20,7 +21,8 @@ _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 @dataclass(frozen=True)
 class Runtime:
-    """Where and in which precision a run computes."""
+    """Where and in which precision a run computes, and by which path scores without gradient are
+    computed (``kernel``: ``eval.kernel``, see :mod:`hat.kernels.dispatch`)."""
 
     device: torch.device
     precision: str  # bf16 | fp16 | fp32
@@ -29,6 +31,7 @@ class Runtime:
     compile: bool
     compile_mode: str = "default"
     threads: int | None = None  # torch's compute threads, set by resolve_runtime (None: left as torch had them)
+    kernel: str = "auto"  # auto | torch | triton
 
     def autocast(self):
         """Autocast to bf16/fp16 for this device; a no-op context for fp32."""
@@ -54,12 +57,13 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return "fp32"
 
 
-def resolve_runtime(cfg, local_rank: int = 0) -> Runtime:
+def resolve_runtime(cfg, local_rank: int = 0, kernel: str = "auto") -> Runtime:
     """``device: auto`` takes the GPU when there is one (``cuda:local_rank`` under torchrun);
     ``precision: auto`` is bf16 on GPUs that support it, else fp16, and fp32 on the CPU.
     ``torch.compile`` is never used on the CPU. ``threads`` sets this process's compute threads
     (:func:`hat.threads.apply_threads`, which logs the choice); a config without the key (written
-    before it existed, or built by hand) leaves torch's thread count as it is."""
+    before it existed, or built by hand) leaves torch's thread count as it is. ``kernel``:
+    ``eval.kernel`` (``triton`` on a device the kernel does not run on raises ConfigError)."""
     kind = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
     device = torch.device(kind, local_rank) if kind == "cuda" else torch.device(kind)
     precision = resolve_precision(cfg.precision, device)
@@ -70,4 +74,5 @@ def resolve_runtime(cfg, local_rank: int = 0) -> Runtime:
     pin_memory = device.type == "cuda" if cfg.pin_memory == "auto" else bool(cfg.pin_memory)
     mode = cfg.get("compile_mode", "default")
     threads = apply_threads(cfg.threads, int(cfg.num_workers)).threads if "threads" in cfg else None
-    return Runtime(device, precision, int(cfg.num_workers), pin_memory, compile_model, mode, threads)
+    check_kernel_choice(kernel, device)
+    return Runtime(device, precision, int(cfg.num_workers), pin_memory, compile_model, mode, threads, kernel)

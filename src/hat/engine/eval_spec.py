@@ -33,7 +33,8 @@ class EvalSpec:
     config of a release. ``levels``: ``eval.levels``, 1-based positions of the trained levels to
     fuse (None: all). ``save_scores``: write the scores, as ``scores_dtype`` (float16 or
     float32), before evaluating them. ``logger``: the ``logger`` config (``backend: wandb`` opens a W&B run);
-    ``overrides``: the command line's overrides, which tag that run. ``export``: a folder to write
+    ``overrides``: the command line's overrides, which tag that run. ``kernel``: ``eval.kernel``, the
+    similarity's path (:mod:`hat.kernels.dispatch`). ``export``: a folder to write
     the model to (:func:`hat.models.export.check_export_target` says which). Combinations that
     cannot work, and an ``export`` target that cannot be written, raise a :class:`ConfigError` here.
     """
@@ -52,6 +53,7 @@ class EvalSpec:
     export: Path | None = None
     logger: Any = None
     overrides: tuple[str, ...] = ()
+    kernel: str = "auto"
 
     def __post_init__(self) -> None:
         if bool(self.checkpoints) == (self.scores is not None):
@@ -102,6 +104,7 @@ def eval_spec(cfg, run_dir: Path, overrides: Sequence[str] = ()) -> EvalSpec:
         export=Path(cfg.export) if cfg.get("export") else None,
         logger=cfg.get("logger"),
         overrides=tuple(overrides),
+        kernel=cfg.eval.get("kernel", "auto"),
     )
 
 

@@ -137,7 +137,7 @@ def _score(members: list[Member], spec: EvalSpec) -> tuple[ScoredSplit, LoadedMo
     time; returns the scores and the last model loaded (the only one, unless an ensemble)."""
     split = spec.split or "test"
     data = _common_split(members, split)
-    runtime = resolve_runtime(spec.hardware)
+    runtime = resolve_runtime(spec.hardware, kernel=spec.kernel)
     scores = []
     for member in members:
         loaded = rebuild(member.source, member.cfg, member.spec)

@@ -58,7 +58,7 @@ def train(cfg, run_dir: Path, signals: PreemptionSignals | None = None, *,
 
 
 def _run(cfg, spec: RunSpec, folder: RunFolder, ranks, signals: PreemptionSignals, overrides) -> TrainOutcome:
-    runtime = resolve_runtime(cfg.hardware, ranks.local_rank)
+    runtime = resolve_runtime(cfg.hardware, ranks.local_rank, cfg.eval.get("kernel", "auto"))
     timeout_s = float(cfg.hardware.dist_timeout)
     init_process_group(ranks, runtime.device.type, timeout_s)
     exit_code = 1  # until the run returns

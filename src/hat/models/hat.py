@@ -88,10 +88,13 @@ class HATModel(nn.Module):
         return [proj(x) for proj, x in zip(self.text_proj, hidden)], lengths
 
     def level_similarities(
-        self, images: list[torch.Tensor], captions: list[torch.Tensor], lengths: torch.Tensor
+        self, images: list[torch.Tensor], captions: list[torch.Tensor], lengths: torch.Tensor, kernel: str = "auto"
     ) -> list[torch.Tensor]:
-        """One ``(I, C)`` float32 score matrix per level, from encoded images and captions."""
-        return multi_level_similarity(images, captions, lengths, self.direction, self.smooth, self.block_elements)
+        """One ``(I, C)`` float32 score matrix per level, from encoded images and captions; ``kernel``
+        as :func:`hat.alignment.scan_similarity` takes it (``eval.kernel``)."""
+        return multi_level_similarity(
+            images, captions, lengths, self.direction, self.smooth, self.block_elements, kernel
+        )
 
     def encode(
         self, images: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor

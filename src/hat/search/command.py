@@ -7,6 +7,7 @@ from pathlib import Path
 
 from hat.atomic import atomic_write
 from hat.checks import ConfigError, require_int
+from hat.kernels.dispatch import check_kernel_choice
 from hat.retriever import Retriever
 from hat.search.contact_sheet import contact_sheet
 from hat.search.feature_cache import build_cache, default_cache_dir, read_shards
@@ -18,9 +19,11 @@ RESULTS_FILE = "search.json"
 
 def search_mode(cfg) -> str:
     """``images`` (text queries over a folder) or ``captions`` (lines of a file for one image);
-    any other combination of ``images``/``query``/``captions``/``image`` raises ConfigError."""
+    any other combination of ``images``/``query``/``captions``/``image``, or a bad number or
+    ``eval.kernel``, raises ConfigError."""
     for field in ("top_k", "shard_size", "batch_size", "thumbnail"):
         require_int(field, cfg[field], 1)
+    check_kernel_choice(cfg.eval.kernel if "eval" in cfg else "auto")
     if cfg.images and cfg.query and not (cfg.captions or cfg.image):
         return "images"
     if cfg.captions and cfg.image and not (cfg.images or cfg.query):
