@@ -72,3 +72,14 @@ def rate_and_loss_metrics(optimizer: torch.optim.Optimizer, loss: nn.Module) -> 
     for name, value in loss.logged_values().items():
         metrics[f"train/{name}"] = value
     return metrics
+
+
+def training_metrics(
+    loss: float, state, rates: dict[str, float], gradients: GradientMonitor, frozen: bool
+) -> dict[str, float]:
+    """Every ``train/*`` metric of a logged step: ``loss``, the rates and the loss's learnt values
+    (:func:`rate_and_loss_metrics` of ``state``, a :class:`hat.engine.checkpoint.TrainingState`),
+    the throughput ``rates`` (:class:`hat.engine.throughput.ThroughputMeter`), the gradients'
+    numbers (``gradients``, read and reset), the epoch and whether the encoders are ``frozen``."""
+    return {"train/loss": loss, **rate_and_loss_metrics(state.optimizer, state.loss), **rates,
+            **gradients.read_and_reset(), "train/epoch": state.epoch, "train/encoders_frozen": float(frozen)}
