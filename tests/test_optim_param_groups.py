@@ -1,10 +1,12 @@
-"""Parameter groups: every parameter once, the backbones' rates scaled and decayed by depth."""
+"""Parameter groups: every parameter once, the backbones' rates scaled and decayed by depth, weight decay
+only on weight matrices."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
+from hat.config import validate_train_config
 from hat.losses import build_loss, loss_spec
 from hat.models.hat import build_model
 from hat.models.spec import model_spec
@@ -80,4 +82,56 @@ def test_the_schedule_keeps_the_groups_ratios(tiny):
                      step_size=1, gamma=0.1, min_lr_ratio=0.0, backbone_lr_scale=0.1, layer_decay=1.0, grad_clip=None)
     optimizer, schedule = build_optimizer(spec, model, loss, steps_per_epoch=10, total_steps=100)
     assert isinstance(optimizer, torch.optim.AdamW) and schedule.spec.warmup_steps == 5
-    assert sorted(g["lr"] for g in optimizer.param_groups) == pytest.approx([LR * 0.1 / 5, LR / 5])
+    # with weight decay each rate has a decaying and a non-decaying group
+    assert sorted(g["lr"] for g in optimizer.param_groups) == pytest.approx([LR * 0.1 / 5] * 2 + [LR / 5] * 2)
+
+
+def optimizer_of(tiny, preset: str) -> torch.optim.Optimizer:
+    """The optimizer ``optim=preset`` builds for the tiny model and its InfoNCE loss."""
+    from conftest import TINY_RUN, compose_config
+
+    spec = validate_train_config(compose_config("train", [*TINY_RUN, f"optim={preset}"])).optim
+    return build_optimizer(spec, *tiny, steps_per_epoch=10, total_steps=100)[0]
+
+
+def test_finetune_decays_weight_matrices_but_not_norms_biases_or_the_temperature(tiny):
+    model, loss = tiny
+    optimizer = optimizer_of(tiny, "finetune")
+    names = {id(p): n for n, p in model.named_parameters()} | {id(p): f"loss.{n}" for n, p in loss.named_parameters()}
+    decay, rate = {}, {}
+    for group in optimizer.param_groups:
+        for parameter in group["params"]:
+            decay[names[id(parameter)]], rate[names[id(parameter)]] = group["weight_decay"], group["lr"]
+    assert len(decay) == len(names)  # every parameter once
+    for name in ("image_proj.0.weight", "image_encoder.backbone.patch_embed.proj.weight",
+                 "text_encoder.model.encoder.layer.11.attention.self.query.weight",
+                 "text_encoder.model.embeddings.word_embeddings.weight"):
+        assert decay[name] == 0.05, name
+    for name in ("image_proj.0.bias", "image_encoder.stage_norms.1.weight", "image_encoder.backbone.norm.weight",
+                 "text_encoder.model.embeddings.LayerNorm.weight",
+                 "text_encoder.model.encoder.layer.11.output.dense.bias", "loss.logit_scale"):
+        assert decay[name] == 0.0, name
+    assert {name for name, value in decay.items() if value == 0.0} == {
+        name for name, p in [*model.named_parameters(), *(("loss." + n, p) for n, p in loss.named_parameters())]
+        if p.ndim <= 1}
+    # the split keeps the rates: a bias learns at its weight's rate
+    assert rate["image_encoder.backbone.norm.bias"] == rate["image_encoder.backbone.norm.weight"] == pytest.approx(
+        rate["image_encoder.backbone.layers.3.blocks.0.mlp.fc1.weight"])
+    names_of_groups = [group["name"] for group in optimizer.param_groups]
+    assert len(set(names_of_groups)) == len(names_of_groups)
+    assert {"lr_x1_decay", "lr_x1_no_decay", "lr_x0.1_decay", "lr_x0.1_no_decay"} <= set(names_of_groups)
+
+
+def test_one_rate_with_weight_decay_makes_a_decay_and_a_no_decay_group(tiny):
+    model, loss = tiny
+    groups = parameter_groups(model, loss, LR, weight_decay=0.1)
+    assert [(g["name"], g["weight_decay"]) for g in groups] == [("decay", 0.1), ("no_decay", 0.0)]
+
+
+def test_hats_preset_keeps_one_plain_group(tiny):
+    model, loss = tiny
+    assert parameter_groups(model, loss, LR, weight_decay=0.0) == parameter_groups(model, loss, LR)
+    optimizer = optimizer_of(tiny, "hat")
+    [group] = optimizer.param_groups
+    assert isinstance(optimizer, torch.optim.Adam) and group["name"] == "all" and group["weight_decay"] == 0.0
+    assert [id(p) for p in group["params"]] == [id(p) for p in [*model.parameters(), *loss.parameters()]]

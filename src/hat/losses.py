@@ -68,6 +68,11 @@ class RankingLoss(nn.Module):
     def set_epoch(self, epoch: int) -> None:
         """Losses with an epoch schedule override this; the others ignore it."""
 
+    def logged_values(self) -> dict[str, float]:
+        """What the loss learns besides the model, by name, for the training log (InfoNCE's
+        learnable ``temperature``); none for the others. Reading it synchronises with the device."""
+        return {}
+
 
 class HingeHardestLoss(RankingLoss):
     """VSE++: hinge triplet loss with the hardest negative in the batch, summed both ways.
@@ -118,6 +123,12 @@ class InfoNCELoss(RankingLoss):
         super().__init__()
         init = torch.tensor(math.log(1.0 / temperature))
         self.logit_scale = nn.Parameter(init, requires_grad=learnable)
+
+    def logged_values(self) -> dict[str, float]:
+        """``{"temperature": t}``, the temperature in use (after the clamp), when it is learnt."""
+        if not self.logit_scale.requires_grad:
+            return {}
+        return {"temperature": float(1.0 / self.logit_scale.detach().clamp(max=math.log(100.0)).exp())}
 
     def forward(self, scores: torch.Tensor) -> torch.Tensor:
         if scores.dim() != 2 or scores.shape[0] != scores.shape[1]:

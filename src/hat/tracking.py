@@ -39,6 +39,12 @@ class Tracker(Protocol):
         the others ignore the call (and so pay nothing). ``explain(image index, caption)`` draws
         the attention figure of a pair of ``split``, for trackers that show them."""
 
+    def log_recall_curve(
+        self, level_scores: Sequence[torch.Tensor], captions_per_image: int, prefix: str, step: int
+    ) -> None:
+        """The recall@K curve of the fused ``level_scores`` (``(N, K * N)`` per level), both ways,
+        as ``{prefix}/recall_curve``, for trackers that chart it; the others ignore the call."""
+
     def log_summary(self, summary: dict[str, float]) -> None: ...
 
     def log_file(self, path: Path) -> None: ...
@@ -57,6 +63,11 @@ class NullTracker:
     def log_examples(
         self, level_scores: Sequence[torch.Tensor], split: CaptionedImages, prefix: str, step: int,
         explain: Explain | None = None,
+    ) -> None:
+        pass
+
+    def log_recall_curve(
+        self, level_scores: Sequence[torch.Tensor], captions_per_image: int, prefix: str, step: int
     ) -> None:
         pass
 
@@ -132,6 +143,12 @@ class MultiTracker:
     ) -> None:
         for tracker in self.trackers:
             tracker.log_examples(level_scores, split, prefix, step, explain)
+
+    def log_recall_curve(
+        self, level_scores: Sequence[torch.Tensor], captions_per_image: int, prefix: str, step: int
+    ) -> None:
+        for tracker in self.trackers:
+            tracker.log_recall_curve(level_scores, captions_per_image, prefix, step)
 
     def log_summary(self, summary: dict[str, float]) -> None:
         for tracker in self.trackers:

@@ -20,7 +20,7 @@ import torch
 
 from hat.alignment import fuse_levels
 from hat.data.records import CaptionedImages
-from hat.metrics import RANK_KEYS
+from hat.metrics import RANK_KEYS, recall_curve, retrieval_ranks
 from hat.retrieval_examples import RetrievalExamples, retrieval_examples
 from hat.tracking import Explain
 from hat.wandb_server import base_url, check_server, has_login
@@ -182,11 +182,15 @@ class WandbTracker:
         self, level_scores: Sequence[torch.Tensor], split: CaptionedImages, prefix: str, step: int,
         explain: Explain | None = None,
     ) -> None:
-        """Two tables (image queries with their top captions; caption queries with thumbnails of
-        their top images) and the recall@K curve, under ``{prefix}/examples/...``; with
-        ``logger.examples.attention`` and ``explain``, the attention figures of the first
-        ``attention_pairs`` image queries with their image's first caption (``{prefix}/examples/attention``)."""
-        if self.run is None or self.examples.queries == 0:
+        """The recall@K curve (:meth:`log_recall_curve`) and, unless ``logger.examples.queries`` is
+        0, two tables (image queries with their top captions; caption queries with thumbnails of
+        their top images) under ``{prefix}/examples/...``; with ``logger.examples.attention`` and
+        ``explain``, the attention figures of the first ``attention_pairs`` image queries with
+        their image's first caption (``{prefix}/examples/attention``)."""
+        if self.run is None:
+            return
+        if self.examples.queries == 0:
+            self.log_recall_curve(level_scores, split.captions_per_image, prefix, step)
             return
         with self._guarded("example tables"):
             import wandb
@@ -195,17 +199,10 @@ class WandbTracker:
             examples = retrieval_examples(
                 fuse_levels(level_scores), split, settings.queries, settings.top_k, settings.curve_max_k
             )
-            curve = wandb.plot.line_series(
-                xs=list(range(1, len(examples.i2t_curve) + 1)),
-                ys=[examples.i2t_curve, examples.t2i_curve],
-                keys=["i2t", "t2i"],
-                title=f"{prefix} recall@K",
-                xname="K",
-            )
             entries = {
                 f"{prefix}/examples/image_queries": _image_query_table(wandb, examples, settings.thumbnail),
                 f"{prefix}/examples/caption_queries": _caption_query_table(wandb, examples, settings.thumbnail),
-                f"{prefix}/recall_curve": curve,
+                f"{prefix}/recall_curve": _recall_chart(wandb, examples.i2t_curve, examples.t2i_curve, prefix),
             }
             if explain is not None and settings.get("attention"):
                 pairs = [(query.image, split.records[query.image].captions[0])
@@ -216,6 +213,22 @@ class WandbTracker:
                 ]
             self._define(entries)
             self.run.log({**entries, STEP_METRIC: step})
+
+    def log_recall_curve(
+        self, level_scores: Sequence[torch.Tensor], captions_per_image: int, prefix: str, step: int
+    ) -> None:
+        """``{prefix}/recall_curve``: recall@K for K = 1 .. ``logger.examples.curve_max_k``, image to
+        text and text to image, as a line chart (``wandb.plot.line_series``)."""
+        if self.run is None:
+            return
+        with self._guarded("recall curve"):
+            import wandb
+
+            i2t_rank, t2i_rank = retrieval_ranks(fuse_levels(level_scores).float().cpu(), captions_per_image)
+            max_k = self.examples.curve_max_k
+            chart = _recall_chart(wandb, recall_curve(i2t_rank, max_k), recall_curve(t2i_rank, max_k), prefix)
+            self._define([f"{prefix}/recall_curve"])
+            self.run.log({f"{prefix}/recall_curve": chart, STEP_METRIC: step})
 
     def log_summary(self, summary: dict[str, float]) -> None:
         if self.run is None:
@@ -248,6 +261,12 @@ class WandbTracker:
 
 
 MARKS = {True: "✓ ", False: "✗ "}  # a result that belongs to its query, or not
+
+
+def _recall_chart(wandb, i2t: list[float], t2i: list[float], prefix: str):
+    """Recall@K both ways (percent, K = 1 .. len) as a W&B line chart."""
+    return wandb.plot.line_series(xs=list(range(1, len(i2t) + 1)), ys=[i2t, t2i], keys=["i2t", "t2i"],
+                                  title=f"{prefix} recall@K", xname="K")
 
 
 def _image_query_table(wandb, examples: RetrievalExamples, size: int):

@@ -2,8 +2,9 @@
 
 :mod:`~hat.dashboard.panels` lists the panels once; :mod:`~hat.dashboard.wandb_objects` turns them
 into a W&B workspace and report, :mod:`~hat.dashboard.publish` saves those, and
-:mod:`~hat.dashboard.preview` draws the same plots for one local run with PIL.
-:mod:`~hat.dashboard.cli` is the command.
+:mod:`~hat.dashboard.preview` draws the same plots for one local run with PIL, naming the panels
+the run leaves empty (:mod:`~hat.dashboard.coverage`). :mod:`~hat.dashboard.sweeps` finds what a
+group's sweep or Optuna study varies; :mod:`~hat.dashboard.cli` is the command.
 """
 
 

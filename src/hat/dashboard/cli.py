@@ -2,10 +2,12 @@
 ``python -m hat.dashboard --preview PNG --run RUN_DIR``: hat's W&B workspace and sweep reports.
 
 Without ``--group`` it creates or updates the workspace ``--name`` (default ``hat``) of project P;
-with ``--group G`` also a report on that W&B group, with ``test/rsum`` per value of each config key
-the sweep varies (``--by``, else read from ``sweeps/{sweep}.yaml`` under the current directory).
-``--dry-run`` prints the objects as JSON and reaches no server. ``--preview`` draws the plots for
-one local run folder instead. Failures are one line on stderr, with exit status 2.
+with ``--group G`` also a report on that W&B group (a sweep or an Optuna study): parallel
+coordinates over the config keys it varies, the runs table, and for a sweep ``test/rsum`` per value
+of each key (``--by``, else read from ``sweeps/{sweep}.yaml`` or ``conf/hparams_search/{sweep}.yaml``
+under the current directory). ``--dry-run`` prints the objects as JSON and reaches no server.
+``--preview`` draws the plots for one local run folder instead and names the panels it leaves
+empty. Failures are one line on stderr, with exit status 2.
 """
 
 from __future__ import annotations
@@ -16,10 +18,11 @@ import sys
 from pathlib import Path
 
 from hat.dashboard import DashboardError
+from hat.dashboard.coverage import Coverage
 from hat.dashboard.panels import sections
 from hat.dashboard.preview import draw_preview
 from hat.dashboard.publish import publish
-from hat.dashboard.sweeps import sweep_keys
+from hat.dashboard.sweeps import find_sweep
 from hat.dashboard.wandb_objects import describe, report, workspace
 
 PLACEHOLDER_ENTITY = "<your-entity>"
@@ -50,6 +53,19 @@ def parser() -> argparse.ArgumentParser:
     return result
 
 
+def coverage_lines(found: Coverage) -> str:
+    """What ``--preview`` says of the panels the run leaves without data: the empty ones (``none``
+    when every panel has data), then those only some runs fill, then those it could not check."""
+    lines = [f"empty panels: {', '.join(panel.name for panel in found.empty) or 'none'}"]
+    if found.not_logged:
+        lines.append("not logged by this run: " + ", ".join(f"{panel.name} ({panel.only} only)"
+                                                             for panel in found.not_logged))
+    if found.unchecked:
+        lines.append("not checked, no W&B run folder in RUN_DIR/wandb: "
+                     + ", ".join(panel.name for panel in found.unchecked))
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command; returns the exit status (2 after a one-line error on stderr)."""
     arguments = parser()
@@ -61,18 +77,18 @@ def main(argv: list[str] | None = None) -> int:
     layout = sections(args.levels)
     try:
         if args.preview is not None:
-            draw_preview(args.run, args.preview, layout)
-            print(args.preview)
+            found = draw_preview(args.run, args.preview, layout)
+            print(f"{args.preview}\n{coverage_lines(found)}")
             return 0
-        keys = (args.by or sweep_keys(args.group, Path.cwd())) if args.group else []
+        sweep = find_sweep(args.group, Path.cwd(), args.by) if args.group else None
         if args.dry_run:
             entity = args.entity or PLACEHOLDER_ENTITY
             spec = {"workspace": describe(workspace(entity, args.project, args.name, layout))}
             if args.group:
-                spec["report"] = describe(report(entity, args.project, args.group, keys, layout))
+                spec["report"] = describe(report(entity, args.project, args.group, sweep, layout))
             print(json.dumps(spec, indent=2, ensure_ascii=False))
             return 0
-        for url in publish(args.entity, args.project, args.name, args.group, keys, layout, args.timeout):
+        for url in publish(args.entity, args.project, args.name, args.group, sweep, layout, args.timeout):
             print(url)
     except DashboardError as error:
         print(f"hat.dashboard: {error}", file=sys.stderr)

@@ -19,6 +19,7 @@ from wandb_workspaces._graphql import execute_graphql, get_app_url
 
 from hat.dashboard import DashboardError
 from hat.dashboard.panels import Section
+from hat.dashboard.sweeps import Sweep
 from hat.dashboard.wandb_objects import report, workspace
 from hat.wandb_server import base_url, check_server, has_login
 
@@ -110,12 +111,12 @@ def publish(
     project: str,
     name: str,
     group: str | None,
-    keys: list[str],
+    sweep: Sweep | None,
     sections: tuple[Section, ...],
     timeout: int,
 ) -> list[str]:
     """Save the workspace ``name`` of ``entity/project`` (the login's entity when None) and, with a
-    ``group``, the report on it; returns their URLs."""
+    ``group``, the report on it and its ``sweep``; returns their URLs."""
     api = connect(timeout)
     with reported("asking for the default entity"):
         entity = entity or default_entity(api)
@@ -123,5 +124,5 @@ def publish(
         urls = [save_workspace(api, workspace(entity, project, name, sections))]
     if group:
         with reported(f"saving the report on {group}"):
-            urls.append(save_report(api, report(entity, project, group, keys, sections)))
+            urls.append(save_report(api, report(entity, project, group, sweep, sections)))
     return urls

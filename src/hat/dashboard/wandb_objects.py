@@ -7,37 +7,47 @@ them into JSON for ``--dry-run``.
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Any
 
 import wandb_workspaces.reports.v2 as wr
 import wandb_workspaces.workspaces as ws
 from wandb_workspaces import expr
 
-from hat.dashboard.panels import Panel, Section
+from hat.dashboard.panels import WILDCARD, Panel, Section
+from hat.dashboard.sweeps import Sweep
 from hat.wandb_tracker import STEP_METRIC
 
 # wandb.plot.line_series logs its table under `{key}_table` and draws it with this Vega spec and fields.
 LINE_SERIES_SPEC = "wandb/lineseries/v0"
 LINE_SERIES_FIELDS = {"step": "step", "lineKey": "lineKey", "lineVal": "lineVal"}
 SWEEP_METRIC = "test/rsum"
+MONITOR = "best/monitor"  # the summary's best validation train.monitor: what an Optuna study optimises
+FINAL_METRICS = (MONITOR, "best/epoch", SWEEP_METRIC, "test/i2t_r1", "test/t2i_r1")
 
 
 def wandb_panel(panel: Panel):
-    """The W&B panel for ``panel``, titled with its key."""
+    """The W&B panel for ``panel``, titled with its name; a wildcard key (``train/lr/*``) becomes the
+    line plot's metric regex."""
     if panel.kind == "line":
-        return wr.LinePlot(title=panel.key, x=STEP_METRIC, y=[panel.key])
+        wildcards = [key for key in panel.keys if key.endswith(WILDCARD)]
+        if wildcards:
+            return wr.LinePlot(title=panel.name, x=STEP_METRIC, metric_regex="|".join(
+                re.escape(key.removesuffix(WILDCARD)) + "/.*" for key in wildcards))
+        return wr.LinePlot(title=panel.name, x=STEP_METRIC, y=list(panel.keys))
     if panel.kind == "bar":
-        return wr.BarPlot(title=panel.key, metrics=[panel.key], orientation="v")
+        return wr.BarPlot(title=panel.name, metrics=list(panel.keys), orientation="v")
+    [key] = panel.keys
     if panel.kind == "chart":
         return wr.CustomChart(
-            query={"summaryTable": {"tableKey": f"{panel.key}_table"}},
+            query={"summaryTable": {"tableKey": f"{key}_table"}},
             chart_name=LINE_SERIES_SPEC,
             chart_fields=dict(LINE_SERIES_FIELDS),
-            chart_strings={"title": panel.key, "xname": "K"},
+            chart_strings={"title": key, "xname": "K"},
         )
     if panel.kind == "media":
-        return wr.MediaBrowser(title=panel.key, media_keys=[panel.key])
-    return wr.WeavePanelSummaryTable(table_name=panel.key)
+        return wr.MediaBrowser(title=key, media_keys=[key])
+    return wr.WeavePanelSummaryTable(table_name=key)
 
 
 def workspace(entity: str, project: str, name: str, sections: tuple[Section, ...]) -> ws.Workspace:
@@ -59,7 +69,7 @@ def workspace(entity: str, project: str, name: str, sections: tuple[Section, ...
     )
 
 
-def sweep_bars(keys: list[str]) -> list[wr.BarPlot]:
+def sweep_bars(keys: tuple[str, ...]) -> list[wr.BarPlot]:
     """One bar chart of ``test/rsum`` per config key in ``keys`` (nested keys dotted, e.g.
     ``alignment.levels``): a bar per value of the key, the mean over its runs (the seeds), and
     their standard deviation as the error bar."""
@@ -76,21 +86,50 @@ def sweep_bars(keys: list[str]) -> list[wr.BarPlot]:
     ]
 
 
-def report(entity: str, project: str, group: str, keys: list[str], sections: tuple[Section, ...]) -> wr.Report:
-    """A report on the runs of W&B group ``group``: :func:`sweep_bars` for ``keys``, then every
-    section of the workspace, each panel grid showing only that group's runs."""
-    def grid(panels) -> wr.PanelGrid:
-        runs = wr.Runset(entity=entity, project=project, name=group, filters=[expr.Metric("Group") == group])
+def parallel_coordinates(keys: tuple[str, ...]) -> wr.ParallelCoordinatesPlot:
+    """One axis per swept config key, then the validation monitor that picked each run's best
+    checkpoint (what a study optimises) and ``test/rsum``: a line per run."""
+    columns = [wr.ParallelCoordinatesPlotColumn(metric=wr.Config(key), display_name=key) for key in keys]
+    columns += [wr.ParallelCoordinatesPlotColumn(metric=wr.SummaryMetric(name), display_name=name)
+                for name in (MONITOR, SWEEP_METRIC)]
+    return wr.ParallelCoordinatesPlot(title=f"{', '.join(keys)} -> {MONITOR}, {SWEEP_METRIC}", columns=columns)
+
+
+def config_column(key: str) -> str:
+    """The runs table's column of config key ``key`` (dotted): W&B keeps a nested config under the
+    top key's ``value`` (``loss.margin`` is ``config:loss.value.margin``)."""
+    top, *rest = key.split(".")
+    return ".".join([f"config:{top}.value", *rest])
+
+
+def runs_table_columns(keys: tuple[str, ...]) -> list[str]:
+    """The columns pinned in a group's runs table: each run's name and tags (train.py tags a run with
+    its command-line overrides), the swept keys, then its final metrics."""
+    return ["run:displayName", "tags:__ALL__", *(config_column(key) for key in keys),
+            *(f"summary:{name}" for name in FINAL_METRICS)]
+
+
+def report(entity: str, project: str, group: str, sweep: Sweep, sections: tuple[Section, ...]) -> wr.Report:
+    """A report on the runs of W&B group ``group``: the sweep's parallel coordinates
+    (:func:`parallel_coordinates`) and, for a grid sweep, :func:`sweep_bars`, above the group's runs
+    table (:func:`runs_table_columns` pinned); then every section of the workspace, each panel grid
+    showing only that group's runs."""
+    def grid(panels, columns: list[str] | None = None) -> wr.PanelGrid:
+        runs = wr.Runset(entity=entity, project=project, name=group, filters=[expr.Metric("Group") == group],
+                         pinned_columns=columns or [])
         return wr.PanelGrid(runsets=[runs], panels=panels)
 
-    blocks = [wr.H1(text=f"{SWEEP_METRIC} per {', '.join(keys)}"), grid(sweep_bars(keys))]
+    keys = ", ".join(sweep.keys)
+    what = "Optuna study" if sweep.study else "sweep"
+    sweep_panels = [parallel_coordinates(sweep.keys), *([] if sweep.study else sweep_bars(sweep.keys))]
+    blocks = [wr.H1(text=f"{what} over {keys}"), grid(sweep_panels, runs_table_columns(sweep.keys))]
     for section in sections:
         blocks += [wr.H2(text=section.name), grid([wandb_panel(panel) for panel in section.panels])]
     return wr.Report(
         entity=entity,
         project=project,
         title=report_title(group),
-        description=f"Runs of the W&B group {group}, which vary {', '.join(keys)}.",
+        description=f"Runs of the W&B group {group}, a {what} over {keys}.",
         blocks=blocks,
     )
 

@@ -23,6 +23,7 @@ from hat.engine.run_folder import RunFolder
 from hat.engine.step import training_step, wrap_for_training
 from hat.engine.test_report import TrainOutcome, report_scores
 from hat.engine.throughput import ThroughputMeter, progress_line
+from hat.engine.train_signals import GradientMonitor, training_metrics
 from hat.engine.training_parts import build_tracker, build_training
 from hat.provenance import provenance
 from hat.run_spec import RunSpec
@@ -58,6 +59,7 @@ class TrainingRun:
                  self.ranks.rank, self.ranks.world_size)
         self.parts = build_training(self.cfg, self.spec, self.config, self.ranks, self.runtime)
         self.state, self.model, self.splits = self.parts.state, self.parts.state.model, self.parts.splits
+        self.gradients = GradientMonitor(self.parts.parameters, self.spec.optim.grad_clip)
         self.data = data_identity(self.spec.data, self.splits)  # every checkpoint records it
         tracker_run_id = self.resume()
         self.start_step = self.state.step
@@ -216,9 +218,7 @@ class TrainingRun:
         if not_finite:
             raise diverged(loss.item(), s.step + 1, s.epoch, s.batch + 1, self.checkpoints / "last.pt",
                            self._saved_step)
-        if self.spec.optim.grad_clip:
-            s.scaler.unscale_(s.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.parts.parameters, self.spec.optim.grad_clip)
+        self.gradients.before_step(s.optimizer, s.scaler, logged=(s.step + 1) % self.spec.train.log_every == 0)
         s.scaler.step(s.optimizer)
         s.scaler.update()
         s.scheduler.step()
@@ -227,9 +227,7 @@ class TrainingRun:
 
     def _log_training(self, loss: torch.Tensor, rates: dict[str, float], bar) -> None:
         bar.set_postfix(loss=f"{loss.item():.3f}", samples_per_s=f"{rates['train/samples_per_s']:.1f}")
-        top_rate = max(group["lr"] for group in self.state.optimizer.param_groups)  # the new layers' rate
-        metrics = {"train/loss": loss.item(), "train/lr": top_rate, **rates,
-                   "train/epoch": self.state.epoch, "train/encoders_frozen": float(self._wrapped_frozen)}
+        metrics = training_metrics(loss.item(), self.state, rates, self.gradients, self._wrapped_frozen)
         self.tracker.log_metrics(metrics, self.state.step)
         if bar.disable and self.ranks.is_main:  # no terminal to draw the bar on: a line in the log instead
             total = min(self.spec.train.epochs * self.parts.sampler.batches_per_epoch, self.max_steps)
@@ -293,6 +291,7 @@ class TrainingRun:
                    "monitor": {self.spec.train.monitor: s.best_metric}, "provenance": provenance(self.config)},
         )
         self.tracker.log_metrics(test, s.step)
+        self.tracker.log_recall_curve(sims, self.splits["test"].captions_per_image, "test", s.step)
         self.tracker.log_summary({**test, "best/monitor": s.best_metric, "best/epoch": s.best_epoch})
         if self.ranks.is_main:
             self.tracker.log_file(results)

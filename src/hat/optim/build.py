@@ -25,7 +25,8 @@ def build_optimizer(
     spec: OptimSpec, model: HATModel, loss: nn.Module, steps_per_epoch: int, total_steps: int
 ) -> tuple[torch.optim.Optimizer, StepwiseSchedule]:
     """The optimizer over every parameter of ``model`` and ``loss`` in the groups of
-    :func:`hat.optim.param_groups.parameter_groups`, and its per-step schedule."""
-    groups = parameter_groups(model, loss, spec.lr, spec.backbone_lr_scale, spec.layer_decay)
+    :func:`hat.optim.param_groups.parameter_groups` (weight decay on the weights it names, none on
+    norms, biases and the temperature), and its per-step schedule."""
+    groups = parameter_groups(model, loss, spec.lr, spec.backbone_lr_scale, spec.layer_decay, spec.weight_decay)
     optimizer = OPTIMIZERS[spec.name](groups, lr=spec.lr, weight_decay=spec.weight_decay)
     return optimizer, StepwiseSchedule(optimizer, schedule_spec(spec, steps_per_epoch, total_steps))
