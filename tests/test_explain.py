@@ -10,9 +10,10 @@ from PIL import Image, ImageChops
 
 import hat
 from conftest import ROOT
+from hat.attention_drawing import draw_attention, figure_layout, region_grid
 from hat.data.build import build_splits
 from hat.data.spec import data_spec
-from hat.explain import HEADER, LABEL, VALUE, attention_figure, model_view, region_grid
+from hat.explain import attention_figure, model_view
 
 pytestmark = pytest.mark.slow
 
@@ -27,8 +28,9 @@ def example(retrieving_run, tmp_path_factory):
     return retriever, path, split.records[3].captions[0]
 
 
-def _expected_size(tokens: int, cell: int, levels: int = 3) -> tuple[int, int]:
-    return (1 + tokens) * cell, HEADER + levels * 2 * (LABEL + cell + VALUE)
+def _expected_size(tokens: int, cell: int, sides=(8, 4, 2)) -> tuple[int, int]:
+    """The figure's size for the tiny model's three levels (8x8, 4x4 and 2x2 regions of a 64-pixel image)."""
+    return figure_layout(sides, cell, tokens).size
 
 
 def test_the_figure_has_a_row_pair_per_level_and_a_column_per_token(example):
@@ -48,9 +50,16 @@ def test_the_figure_has_a_row_pair_per_level_and_a_column_per_token(example):
 def test_the_maps_follow_the_image_the_model_sees():
     wide = Image.new("RGB", (300, 100), (255, 0, 0))
     assert model_view(wide, 64).size == (64, 64)
-    assert region_grid(64) == 8 and region_grid(1) == 1
-    with pytest.raises(ValueError, match="12 regions do not form a square grid"):
-        region_grid(12)
+
+
+def test_the_figure_draws_the_models_own_weights(example):
+    retriever, path, caption = example
+    levels = retriever.attention(path, caption)
+    assert [region_grid(level.t2i.shape[1]) for level in levels] == [8, 4, 2]
+    tokens = retriever.tokens(caption)
+    view = model_view(Image.open(path), retriever.image_size)
+    expected = draw_attention(view, levels, tokens, caption, 48, 16)
+    assert ImageChops.difference(attention_figure(retriever, path, caption, cell=48), expected).getbbox() is None
 
 
 def test_cli_writes_the_figure_and_names_a_missing_image(example, tmp_path):

@@ -1,13 +1,26 @@
-"""figures.py: fitting text into a width costs measurements that follow what fits, not the text's length."""
+"""figures.py: fitting text into a width costs measurements that follow what fits, not the text's length;
+heat-maps on a given colour scale with their region grid; the colour bar."""
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
+import torch
 from PIL import Image, ImageDraw
 
-from hat.figures import fit_text, font
+from hat.figures import (
+    HEAT_OPACITY,
+    MIN_REGION_PIXELS,
+    colour_bar,
+    fit_text,
+    font,
+    grid_step,
+    heat_colours,
+    heat_overlay,
+    region_edges,
+)
 from hat.search.contact_sheet import MARGIN, contact_sheet
 from hat.search.ranking import Hit
 
@@ -94,3 +107,30 @@ def test_a_100_kb_query_heads_its_row_of_the_contact_sheet_by_its_start(measured
     assert ImageDraw.Draw(sheet).textlength(heading, font=font(15)) <= sheet.width - 2 * MARGIN
     top = sheet.crop((MARGIN, MARGIN, sheet.width - MARGIN, MARGIN + 20)).convert("L")
     assert top.getextrema()[0] < 100  # the heading is drawn in ink
+
+
+def test_region_edges_and_grid_steps_follow_the_pixels_a_region_covers():
+    assert region_edges(4, 40) == [10, 20, 30]
+    assert region_edges(3, 64) == [22, 43]  # pixel p shows region floor(3p / 64): 0..21, 22..42, 43..63
+    assert grid_step(7, 94) == 1 and grid_step(28, 94) == 2 and grid_step(28, 62) == 2 and grid_step(28, 14) == 8
+    for side, size in ((28, 94), (28, 62), (7, 94), (56, 30)):
+        step = grid_step(side, size)
+        assert size / side * step >= MIN_REGION_PIXELS and (step == 1 or size / side * (step - 1) < MIN_REGION_PIXELS)
+
+
+def test_heat_overlay_puts_weights_on_the_given_scale_and_clips_above_it():
+    grey = Image.new("RGB", (8, 8), (128, 128, 128))
+    weights = torch.tensor([[0.0, 0.1], [0.4, 0.8]])
+    drawn = np.asarray(heat_overlay(grey, weights, 8, peak=0.4), dtype=np.float32)
+    for (row, column), share in (((0, 0), 0.0), ((0, 1), 0.25), ((1, 0), 1.0), ((1, 1), 1.0)):
+        expected = (1 - HEAT_OPACITY) * 128 + HEAT_OPACITY * heat_colours(np.array(share)).astype(np.float32)
+        assert np.abs(drawn[row * 4 + 1, column * 4 + 1] - expected).max() <= 1  # inside the block, off the grid
+    assert (drawn[4, 1] != drawn[5, 1]).any()  # the grid line on the first pixel row of region row 1
+
+
+def test_the_colour_bar_runs_from_the_top_of_the_scale_down_to_zero():
+    bar = np.asarray(colour_bar(6, 50))
+    assert bar.shape == (50, 6, 3)
+    assert (bar[0] == heat_colours(np.array(1.0))).all() and (bar[-1] == heat_colours(np.array(0.0))).all()
+    brightness = bar[:, 0].astype(int).sum(axis=1)
+    assert (np.diff(brightness) <= 0).all()  # darker all the way down

@@ -8,9 +8,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from PIL import Image
+from PIL import Image, ImageChops
 
+import hat
 from conftest import ROOT, TINY_RUN
+from hat.attention_drawing import figure_layout
+from hat.data.build import build_splits
+from hat.data.spec import data_spec
+from hat.explain import attention_figure
 from hat.wandb_tracker import override_tags, resolve_mode, sweep_group
 from wandb_offline import isolated_environment, offline_runs, read_offline_run
 
@@ -105,12 +110,29 @@ def test_offline_run_records_config_metrics_examples_and_results(offline_trainin
     assert len(curve["data"]) == 2 * 50  # K = 1..50, i2t and t2i
     (attention,) = [row["val/examples/attention"] for row in first.history if "val/examples/attention" in row]
     assert attention["_type"] == "images/separated" and attention["count"] == 2  # logger.examples.attention_pairs
-    assert attention["height"] == 26 + 3 * 2 * (16 + 64 + 14)  # header + three levels of two rows of 64 px maps
     offline_dir = [p for p in offline_runs(tmp_path) if p.name.endswith(first.run_id)][0]
+    size = figure_layout([4, 2, 1], 64, 12).size  # 32-pixel images: 4x4, 2x2 and 1x1 regions; 12 token columns
     for name in attention["filenames"]:
         figure = Image.open(offline_dir / "files" / name)
-        assert figure.size == (attention["width"], attention["height"]) == ((1 + 12) * 64, 590)  # image + 12 tokens
+        assert figure.size == (attention["width"], attention["height"]) == size
         assert len(set(figure.convert("RGB").getdata())) > 100  # heat-maps over images, not a blank canvas
+
+
+@pytest.mark.slow
+def test_the_attention_figure_logged_in_training_is_the_one_explain_draws(offline_training):
+    """The last validation's figures, read back from the run, equal explain's figures of the
+    checkpoint that validation wrote (``last.pt``), drawn at ``logger.examples``' size."""
+    tmp_path, run_dir = offline_training
+    resumed = read_offline_run(offline_runs(tmp_path)[-1])
+    attention = [row["val/examples/attention"] for row in resumed.history if "val/examples/attention" in row][-1]
+    retriever = hat.load(run_dir / "checkpoints" / "last.pt", device="cpu")
+    split = build_splits(data_spec(retriever.config.dataset), retriever.config.seed)["val"]
+    offline_dir = offline_runs(tmp_path)[-1]
+    for name, label in zip(attention["filenames"], attention["captions"], strict=True):
+        image, caption = label.removeprefix("image ").split(": ", 1)
+        logged = Image.open(offline_dir / "files" / name).convert("RGB")
+        drawn = attention_figure(retriever, split.load_image(split.records[int(image)]), caption, 64, 12, True)
+        assert logged.size == drawn.size and ImageChops.difference(logged, drawn).getbbox() is None, label
 
 
 @pytest.mark.slow

@@ -1,8 +1,10 @@
-"""Drawing helpers shared by the contact sheet and the attention figure: fonts, text, heat-maps."""
+"""Drawing helpers shared by the contact sheet and the attention figure: fonts, text, heat-maps,
+region grids and colour bars."""
 
 from __future__ import annotations
 
 import functools
+import math
 
 import numpy as np
 import torch
@@ -17,6 +19,9 @@ HEAT_STOPS = np.array(
     [[0, 0, 4], [87, 16, 110], [188, 55, 84], [249, 142, 9], [252, 255, 164]], dtype=np.float32
 )
 HEAT_OPACITY = 0.6
+GRID = (255, 255, 255)
+GRID_OPACITY = 0.5
+MIN_REGION_PIXELS = 4  # regions drawn narrower than this get a grid line only every few regions
 
 
 @functools.cache
@@ -70,11 +75,37 @@ def heat_colours(values: np.ndarray) -> np.ndarray:
     return ((1 - share) * HEAT_STOPS[low] + share * HEAT_STOPS[low + 1]).round().astype(np.uint8)
 
 
+def region_edges(side: int, size: int) -> list[int]:
+    """The first pixel of regions ``1 .. side - 1`` along a ``size``-pixel edge cut into ``side``
+    regions, pixel ``p`` belonging to region ``floor(p * side / size)``."""
+    return [math.ceil(k * size / side) for k in range(1, side)]
+
+
+def grid_step(side: int, size: int) -> int:
+    """Regions from one grid line to the next: 1 when a region is at least ``MIN_REGION_PIXELS``
+    wide, else the fewest regions that are (lines every pixel or two would hide the map)."""
+    return max(1, math.ceil(MIN_REGION_PIXELS * side / size))
+
+
 def heat_overlay(image: Image.Image, weights: torch.Tensor, size: int, peak: float) -> Image.Image:
     """A ``size`` x ``size`` picture: ``image`` (square, as the model saw it after its centre crop)
-    under the ``(g, g)`` map ``weights`` divided by ``peak`` and upsampled bilinearly."""
-    grid = weights.detach().float().cpu()[None, None] / max(peak, 1e-12)
-    upsampled = torch.nn.functional.interpolate(grid, size=(size, size), mode="bilinear", align_corners=False)
-    heat = Image.fromarray(heat_colours(upsampled[0, 0].numpy()))
-    base = image.convert("RGB").resize((size, size))
-    return Image.blend(base, heat, HEAT_OPACITY)
+    under the ``(g, g)`` map ``weights`` on the colour scale from 0 to ``peak`` (values above it
+    are drawn as ``peak``), each region a flat block (pixel ``p`` shows region
+    ``floor(p * g / size)``), with a grid line on the first pixel row and column of every
+    :func:`grid_step`-th region."""
+    side = weights.shape[0]
+    region = np.arange(size) * side // size
+    values = weights.detach().float().cpu().numpy()[region[:, None], region[None, :]] / max(peak, 1e-12)
+    base = np.asarray(image.convert("RGB").resize((size, size)), dtype=np.float32)
+    mixed = (1 - HEAT_OPACITY) * base + HEAT_OPACITY * heat_colours(values)
+    lines = np.zeros(size, dtype=bool)
+    lines[region_edges(side, size)[grid_step(side, size) - 1 :: grid_step(side, size)]] = True
+    on_grid = lines[:, None] | lines[None, :]
+    mixed[on_grid] = (1 - GRID_OPACITY) * mixed[on_grid] + GRID_OPACITY * np.array(GRID, dtype=np.float32)
+    return Image.fromarray(mixed.round().astype(np.uint8))
+
+
+def colour_bar(width: int, height: int) -> Image.Image:
+    """The heat colours from the top (the scale's maximum) to the bottom (0), ``width`` x ``height``."""
+    column = heat_colours(np.linspace(1.0, 0.0, height, dtype=np.float32))
+    return Image.fromarray(np.repeat(column[:, None], width, axis=1))
