@@ -21,9 +21,10 @@ import torch
 from hat.alignment import fuse_levels
 from hat.data.records import CaptionedImages
 from hat.metrics import RANK_KEYS, recall_curve, retrieval_ranks
-from hat.retrieval_examples import RetrievalExamples, retrieval_examples
+from hat.retrieval_examples import retrieval_examples
 from hat.tracking import Explain
 from hat.wandb_server import base_url, check_server, has_login
+from hat.wandb_tables import caption_query_table, image_query_table, recall_chart
 
 log = logging.getLogger(__name__)
 
@@ -200,9 +201,9 @@ class WandbTracker:
                 fuse_levels(level_scores), split, settings.queries, settings.top_k, settings.curve_max_k
             )
             entries = {
-                f"{prefix}/examples/image_queries": _image_query_table(wandb, examples, settings.thumbnail),
-                f"{prefix}/examples/caption_queries": _caption_query_table(wandb, examples, settings.thumbnail),
-                f"{prefix}/recall_curve": _recall_chart(wandb, examples.i2t_curve, examples.t2i_curve, prefix),
+                f"{prefix}/examples/image_queries": image_query_table(wandb, examples, settings.thumbnail),
+                f"{prefix}/examples/caption_queries": caption_query_table(wandb, examples, settings.thumbnail),
+                f"{prefix}/recall_curve": recall_chart(wandb, examples.i2t_curve, examples.t2i_curve, prefix),
             }
             if explain is not None and settings.get("attention"):
                 pairs = [(query.image, split.records[query.image].captions[0])
@@ -226,7 +227,7 @@ class WandbTracker:
 
             i2t_rank, t2i_rank = retrieval_ranks(fuse_levels(level_scores).float().cpu(), captions_per_image)
             max_k = self.examples.curve_max_k
-            chart = _recall_chart(wandb, recall_curve(i2t_rank, max_k), recall_curve(t2i_rank, max_k), prefix)
+            chart = recall_chart(wandb, recall_curve(i2t_rank, max_k), recall_curve(t2i_rank, max_k), prefix)
             self._define([f"{prefix}/recall_curve"])
             self.run.log({f"{prefix}/recall_curve": chart, STEP_METRIC: step})
 
@@ -258,44 +259,3 @@ class WandbTracker:
         with self._guarded("finish"):
             self.run.finish(exit_code=exit_code)
         self.run = None
-
-
-MARKS = {True: "✓ ", False: "✗ "}  # a result that belongs to its query, or not
-
-
-def _recall_chart(wandb, i2t: list[float], t2i: list[float], prefix: str):
-    """Recall@K both ways (percent, K = 1 .. len) as a W&B line chart."""
-    return wandb.plot.line_series(xs=list(range(1, len(i2t) + 1)), ys=[i2t, t2i], keys=["i2t", "t2i"],
-                                  title=f"{prefix} recall@K", xname="K")
-
-
-def _image_query_table(wandb, examples: RetrievalExamples, size: int):
-    """Image queries: the image's thumbnail, index and first correct rank, then its top captions."""
-    top_k = len(examples.image_queries[0].top_captions) if examples.image_queries else 0
-    table = wandb.Table(columns=["image", "index", "first_correct_rank", *(f"top{k}" for k in range(1, top_k + 1))])
-    for query in examples.image_queries:
-        table.add_data(
-            wandb.Image(examples.thumbnail(query.image, size)),
-            query.image,
-            query.first_correct_rank,
-            *(MARKS[ok] + text for ok, text in zip(query.top_correct, query.top_captions)),
-        )
-    return table
-
-
-def _caption_query_table(wandb, examples: RetrievalExamples, size: int):
-    """Caption queries: the caption, its image's thumbnail, the first correct rank, then thumbnails
-    of the images it retrieved first."""
-    top_k = len(examples.caption_queries[0].top_images) if examples.caption_queries else 0
-    table = wandb.Table(columns=["caption", "image", "first_correct_rank", *(f"top{k}" for k in range(1, top_k + 1))])
-    for query in examples.caption_queries:
-        table.add_data(
-            query.caption,
-            wandb.Image(examples.thumbnail(query.image, size)),
-            query.first_correct_rank,
-            *(
-                wandb.Image(examples.thumbnail(image, size), caption=MARKS[ok] + f"image {image}")
-                for ok, image in zip(query.top_correct, query.top_images)
-            ),
-        )
-    return table
