@@ -85,3 +85,22 @@ def test_search_benchmark_times_the_cache_and_the_ranking(tmp_path, one_step_che
     assert all(r["images"] == 12 and r["s"] > 0 for r in rows)
     assert all(r["images/s"] == pytest.approx(r["images"] / r["s"]) for r in rows)
     assert result["settings"]["cache_MiB"] > 0
+
+
+@pytest.mark.slow
+def test_quickstart_seeds_benchmark_reports_each_seed_and_the_spread(tmp_path):
+    """Two seeds of a shrunken quickstart: one row per seed with its rsums read from results.json,
+    then min, median, max and mean ± sd over them."""
+    tiny = [item for item in TINY_RUN if not item.startswith(("dataset=", "optim."))]
+    result = run_benchmark("quickstart_seeds", tmp_path, "--seeds", "0,1", *tiny, "train.epochs=1")
+    assert result["columns"] == ["run", "test/rsum", "test/level1/rsum", "test/level2/rsum", "test/level3/rsum",
+                                 "seconds"]
+    rows = rows_by(result)
+    assert [r["run"] for r in rows] == ["seed=0", "seed=1", "min", "median", "max", "mean ± sd"]
+    seeds = rows[:2]
+    assert seeds[0]["test/rsum"] != seeds[1]["test/rsum"]  # the seed reaches the run
+    for column in result["columns"][1:-1]:
+        low, middle, high = (rows[i][column] for i in (2, 3, 4))
+        assert low == min(r[column] for r in seeds) and high == max(r[column] for r in seeds)
+        assert middle == pytest.approx((low + high) / 2)
+    assert result["settings"]["command"].startswith("python train.py experiment=quickstart seed=S logger=none")
