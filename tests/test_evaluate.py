@@ -217,8 +217,10 @@ def test_export_folder_evaluates_the_same_and_seeds_training(trained_run, tmp_pa
 
 
 def test_release_checkpoint_needs_a_dataset(tmp_path):
+    from conftest import save_lightning_checkpoint
+
     fake = tmp_path / "hat_f30k.ckpt"
-    fake.write_bytes(b"")
+    save_lightning_checkpoint(fake, {})  # a readable release: what is missing is the dataset
     result = _run("evaluate.py", f"checkpoint={fake}", f"hydra.run.dir={tmp_path}")
     assert result.returncode == 2 and "pass dataset=f30k|coco" in result.stderr
 

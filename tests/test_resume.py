@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from hat.checks import ConfigError
 from hat.engine.checkpoint import load_checkpoint
@@ -37,6 +38,24 @@ def test_resume_from_a_folder_without_best_chooses_the_best_afresh(tmp_path, tin
         train(tiny_config("train.epochs=1", "logger=none", f"resume={first / 'checkpoints' / 'last.pt'}"), second)
     assert "no best.pt beside" in caplog.text
     assert (second / "checkpoints" / "best.pt").is_file() and (second / "results.json").is_file()
+
+
+def test_a_run_stopped_between_writing_last_and_best_resumes_to_the_best_it_recorded(tmp_path, tiny_config, caplog):
+    """At a validation that improves, ``last`` is written first, then ``best``; a SIGKILL between
+    the two leaves ``best.pt`` of an earlier epoch (here: another run's) beside a ``last`` whose
+    counters name this epoch. resume=auto neither refuses nor tests the stale best: the resumed run
+    validates first, chooses the best afresh and ends with the results of the unbroken run."""
+    run, other = tmp_path / "run", tmp_path / "other"
+    unbroken = train(tiny_config("train.epochs=1", "logger=none"), run)
+    train(tiny_config("train.epochs=1", "logger=none", "seed=1"), other)
+    (other / "checkpoints" / "best.pt").replace(run / "checkpoints" / "best.pt")
+    (run / "results.json").unlink()
+    with caplog.at_level("WARNING"):
+        resumed = train(tiny_config("train.epochs=1", "logger=none", "resume=auto"), run)
+    assert "is the best of epoch 0 (monitor" in caplog.text and "the next validation chooses the best" in caplog.text
+    assert resumed.test == pytest.approx(unbroken.test) and (resumed.best_monitor, resumed.best_epoch) == (unbroken.best_monitor, 0)
+    best, last = (load_checkpoint(run / "checkpoints" / name) for name in ("best.pt", "last.pt"))
+    assert all(torch.equal(best["model"][key], value) for key, value in last["model"].items())
 
 
 def test_resume_warns_about_each_setting_the_checkpoint_overrides(tmp_path, tiny_config, caplog):

@@ -96,7 +96,7 @@ def test_the_model_card_describes_the_model_it_carries(sources):
     state, config, _ = read_export(sources[0]["export"])
     card = (sources[0]["export"] / "README.md").read_text()
     image = sum(t.numel() for name, t in state.items() if name.startswith("image_encoder.") and t.is_floating_point())
-    assert "'embed_dim': 16" in card and "'depths': [1, 1, 2, 1]" in card and f"{image:,} parameters" in card
+    assert "'embed_dim': 16" in card and "'depths': [1, 1, 2, 1]" in card and f"{image / 1e6:.2f} M parameters" in card
     assert "BERT built from config (width 32), 12 layers" in card
 
 

@@ -148,13 +148,26 @@ def forget_best(state: TrainingState) -> None:
 
 def keep_best(path: Path, checkpoints: Path, state: TrainingState, ranks) -> None:
     """Make sure the best checkpoint ``state``'s counters speak of is in ``checkpoints``: copied from
-    the resumed checkpoint's folder, or, when there is none, chosen afresh by the next validation."""
+    the resumed checkpoint's folder, or, when there is none or the one there is another epoch's (a
+    run stopped between writing ``last`` and ``best``), chosen afresh by the next validation."""
     if state.best_metric is None:
         return
-    has_best = gather_objects(carry_best(path, checkpoints) if ranks.is_main else None)[0]
-    if not has_best:
-        log.warning("resume: no best.pt beside %s; the next validation chooses the best checkpoint afresh", path)
+    problem = gather_objects(best_problem(path, checkpoints, state) if ranks.is_main else None)[0]
+    if problem:
+        log.warning("resume: %s; the next validation chooses the best checkpoint afresh", problem)
         forget_best(state)
+
+
+def best_problem(path: Path, checkpoints: Path, state: TrainingState) -> str | None:
+    """Why this run's ``best.pt`` (carried from beside ``path`` when it has none) is not the best
+    checkpoint ``state`` speaks of, or None when it is."""
+    if not carry_best(path, checkpoints):
+        return f"no best.pt beside {path}"
+    best = load_checkpoint(checkpoints / "best.pt")
+    if (best.get("best_epoch"), best.get("best_metric")) != (state.best_epoch, state.best_metric):
+        return (f"{checkpoints / 'best.pt'} is the best of epoch {best.get('best_epoch')} (monitor "
+                f"{best.get('best_metric')}) where {path} records epoch {state.best_epoch} ({state.best_metric})")
+    return None
 
 
 def own_rng_state(states: list[dict], ranks) -> dict:

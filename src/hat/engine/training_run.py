@@ -260,7 +260,7 @@ class TrainingRun:
         log.info("epoch %d step %d: val/rsum %.2f, %s %.2f", epoch, s.step, val["val/rsum"], self.spec.train.monitor,
                  value)
         improved = s.record_validation(value, epoch, self.spec.train.higher_is_better)
-        self.save(*(("best.pt", "last.pt") if improved else ("last.pt",)))
+        self.save(*(("last.pt", "best.pt") if improved else ("last.pt",)))  # best.pt only ever beside a last.pt
         if self._any_rank_asked_to_stop():
             raise self._preempted()
 
