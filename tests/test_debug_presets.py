@@ -26,8 +26,9 @@ def test_overfit_holds_the_experiments_rate_and_all_negatives_whatever_its_sched
     cfg = compose_config("train", [f"experiment={experiment}", *extra, "debug=overfit"])
     assert cfg.optim.schedule == "constant" and cfg.optim.warmup_steps == 0 and cfg.optim.warmup_epochs == 0
     assert cfg.optim.lr == plain.optim.lr and cfg.train.overfit_batches == 3
-    assert cfg.loss.warmup_epochs == cfg.train.epochs and cfg.train.dropout is False
-    assert loss_spec(cfg.loss).warmup_epochs == cfg.train.epochs
+    assert cfg.train.dropout is False
+    if cfg.loss.name.startswith("hinge"):  # the quickstart's InfoNCE has no hardest negative to switch to
+        assert loss_spec(cfg.loss).warmup_epochs == cfg.train.epochs
 
 
 def test_the_command_line_still_wins_over_the_overfit_preset():
@@ -58,7 +59,8 @@ def test_the_overfit_batches_hold_one_caption_of_each_image(tiny_config, tmp_pat
 @pytest.mark.slow
 def test_the_quickstarts_overfit_run_fits_its_batches(tmp_path):
     """``python train.py experiment=quickstart debug=overfit``, as the README gives it: train/loss ends
-    below a tenth of where it started (measured here: 389 -> 11 in its 300 steps). Before, the step
+    below a tenth of where it started (measured here: 3.6 -> 0.2 in its 300 steps with the quickstart's
+    InfoNCE; 389 -> 11 when it used the hinge). Before, the step
     schedule cut the rate to 1e-18 by step 90, the hardest negative took over after 6 steps, and
     dropout and the five captions of each image (each the others' negative) kept the loss near 28."""
     from hat.engine.loop import train
