@@ -189,6 +189,14 @@ def save_lightning_checkpoint(path, state_dict, **extra) -> None:
     torch.save(checkpoint, path)
 
 
+def descendants(pid: int) -> list[int]:
+    """Every process under ``pid`` (a run's ranks and loader workers), from /proc."""
+    found = []
+    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        found += [int(child), *descendants(int(child))]
+    return found
+
+
 def wait_for_step(metrics: Path, step: int, process, timeout: float = 180) -> None:
     """Wait until the run writing ``metrics`` (metrics.jsonl) has logged optimizer step ``step``;
     fails with the run's stderr if ``process`` ends first, or after ``timeout`` seconds."""

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import ROOT, TINY_RUN, wait_for_step
+from conftest import ROOT, TINY_RUN, descendants, wait_for_step
 from hat.data.datasets import EpochShuffleSampler
 
 pytestmark = pytest.mark.slow
@@ -99,12 +99,6 @@ def straight_torchrun(tmp_path_factory) -> Path:
     return run_dir / "checkpoints" / "last.pt"
 
 
-def _descendants(pid: int) -> list[int]:
-    found = []
-    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
-        found += [int(child), *_descendants(int(child))]
-    return found
-
 
 def _sigterm_the_group(agent: int) -> None:
     os.killpg(agent, signal.SIGTERM)  # the agent forwards it too: each rank gets it twice
@@ -112,7 +106,7 @@ def _sigterm_the_group(agent: int) -> None:
 
 def _sigterm_every_process(agent: int) -> None:
     """As SLURM stops a job step: SIGTERM to the agent, each rank and each loader worker, by pid."""
-    processes = _descendants(agent)
+    processes = descendants(agent)
     assert len(processes) >= 6, "two ranks with two loader workers each"
     for pid in [*processes, agent]:
         os.kill(pid, signal.SIGTERM)

@@ -22,7 +22,7 @@ import torch
 
 import hat.engine.loop as loop
 import hat.engine.training_run as training_run
-from conftest import ROOT, TINY_RUN, wait_for_step
+from conftest import ROOT, TINY_RUN, descendants, wait_for_step
 from hat.engine.checkpoint import load_checkpoint
 from hat.engine.preemption import (
     EXIT_PREEMPTED,
@@ -185,13 +185,6 @@ def _train(run_dir, *extra) -> subprocess.Popen:
 
 
 
-def _descendants(pid: int) -> list[int]:
-    """Every process under ``pid`` (its loader workers), from /proc."""
-    found = []
-    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
-        found += [int(child), *_descendants(int(child))]
-    return found
-
 
 def _sigterm_the_group_twice(pid: int) -> None:
     """`kill -- -PGID` (GNU timeout, a terminal, torchrun's agent), repeated 0.2 s later."""
@@ -202,7 +195,7 @@ def _sigterm_the_group_twice(pid: int) -> None:
 
 def _sigterm_every_process(pid: int) -> None:
     """What SLURM does to a job step: SIGTERM to each of its processes by pid, loader workers included."""
-    workers = _descendants(pid)
+    workers = descendants(pid)
     assert len(workers) >= 2, "the run should have its loader workers by now"
     for each in [*workers, pid]:
         os.kill(each, signal.SIGTERM)
