@@ -65,15 +65,20 @@ def weights_epoch(checkpoint: dict) -> int | None:
 
 def _release_epoch(path: Path) -> int | None:
     """The epoch a HAT release records (Lightning's 0-based index); a file that cannot be read is one line."""
+    _require_zip_release(path)
+    try:
+        return read_lightning_epoch(path)
+    except (ValueError, zipfile.BadZipFile) as error:
+        raise ConfigError(f"cannot read checkpoint {path}: {error}") from error
+
+
+def _require_zip_release(path: Path) -> None:
+    """Raise ``cannot read checkpoint PATH: REASON`` unless ``path`` is a zip-format torch file."""
     problem = zip_file_problem(path)
     if problem:
         raise ConfigError(
             f"cannot read checkpoint {path}: {problem} (HAT's releases are zip archives written by torch.save)"
         )
-    try:
-        return read_lightning_epoch(path)
-    except (ValueError, zipfile.BadZipFile) as error:
-        raise ConfigError(f"cannot read checkpoint {path}: {error}") from error
 
 
 def load_weights(source: WeightSource, model: nn.Module) -> None:
@@ -99,11 +104,7 @@ def load_weights(source: WeightSource, model: nn.Module) -> None:
 def _load_release(path: Path, model: nn.Module) -> None:
     """Convert and load the HAT release at ``path`` (read without running its pickle); a file that is
     not a zip-format torch file raises ``cannot read checkpoint PATH: REASON``."""
-    problem = zip_file_problem(path)
-    if problem:
-        raise ConfigError(
-            f"cannot read checkpoint {path}: {problem} (HAT's releases are zip archives written by torch.save)"
-        )
+    _require_zip_release(path)
     try:
         load_release_checkpoint(path, model)
     except zipfile.BadZipFile as error:  # a damaged tensor record
